@@ -1,0 +1,426 @@
+"""The gateway's configuration: one YAML file plus environment overrides for secrets.
+
+Everything is read once at start-up into a frozen, validated object. Nothing else in the
+project reads ``os.environ``; the CLI hands the environment to :func:`load_config`.
+
+Secrets never need to live in the file. These environment variables override it:
+
+- ``GATEWAY_SECRET_KEYS``: comma-separated server secrets, newest first (key rotation).
+- ``GATEWAY_REDIS_URL``: the Redis URL (it may carry a password).
+- ``GATEWAY_PROVIDER_<ID>_CLIENT_SECRET``: a provider's client secret; ``<ID>`` is the
+  provider id upper-cased with every character outside ``A-Z0-9`` replaced by ``_``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Headers that Envoy or HTTP itself own; a route may never inject or strip these.
+_RESERVED_HEADERS = frozenset(
+    {"host", "cookie", "content-length", "transfer-encoding", "connection", "upgrade", "te"}
+)
+MIN_SECRET_LENGTH = 32
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept seconds as a number or a string such as ``"90s"``, ``"30m"``, ``"12h"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '30m'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 90, '90s', '30m', '12h')")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+
+
+def _http_url(value: str, *, allow_path: bool) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} must be an absolute http(s) URL")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials in the URL")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    if not allow_path and parts.path not in ("", "/"):
+        raise ValueError("must not have a path")
+    return value.rstrip("/")
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenFormat(StrEnum):
+    """How a provider's access token is presented to a backend."""
+
+    BEARER = "bearer"  # Authorization: Bearer <token>
+    TOKEN = "token"  # Authorization: token <token>  (JupyterHub)
+    PRIVATE_TOKEN = "private_token"  # Private-Token: <token>  (GitLab API)
+    BASIC_OAUTH2 = "basic_oauth2"  # Authorization: Basic base64("oauth2:<token>")  (git)
+
+    @property
+    def header_name(self) -> str:
+        return "private-token" if self is TokenFormat.PRIVATE_TOKEN else "authorization"
+
+
+class SessionSettings(_Model):
+    cookie_name: str = Field("gateway_session", description="Session cookie name; `__Host-` is prefixed on https.")
+    absolute_lifetime: Duration = Field(12 * 3600.0, description="Longest a session lives, however busy.")
+    idle_timeout: Duration = Field(2 * 3600.0, description="A session unused this long ends.")
+    secret_keys: tuple[str, ...] = Field(
+        (), description="Server secrets, newest first. Set them with GATEWAY_SECRET_KEYS."
+    )
+
+    @field_validator("cookie_name")
+    @classmethod
+    def _cookie_name(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value) or value.startswith("__"):
+            raise ValueError("must be a plain cookie token without a __ prefix")
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _secret_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one secret key is required (set GATEWAY_SECRET_KEYS)")
+        for key in value:
+            if len(key) < MIN_SECRET_LENGTH:
+                raise ValueError(f"each secret key needs at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _lifetimes(self) -> SessionSettings:
+        if self.idle_timeout > self.absolute_lifetime:
+            raise ValueError("idle_timeout must not exceed absolute_lifetime")
+        return self
+
+
+class SentinelSettings(_Model):
+    master_name: str
+    sentinels: tuple[str, ...] = Field(min_length=1, description="host:port of each sentinel")
+
+
+class RedisSettings(_Model):
+    mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis://, rediss:// or unix://")
+    sentinel: SentinelSettings | None = None
+    timeout: Duration = Field(0.25, description="Per-command timeout; must stay below Envoy's.")
+    key_prefix: str = "gw:"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _mode(self) -> RedisSettings:
+        if self.mode != "standalone":
+            raise ValueError(f"mode {self.mode!r} is reserved and not supported yet")
+        return self
+
+
+class ExtAuthzSettings(_Model):
+    listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path")
+    timeout: Duration = Field(1.0, description="How long Envoy waits for a decision.")
+    allowed_origins: tuple[str, ...] = Field(
+        (), description="Extra origins allowed to send cookie-authenticated unsafe requests."
+    )
+    max_cookie_header_bytes: int = Field(8192, gt=0)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_origin_of(_http_url(v, allow_path=False)) for v in value)
+
+
+class LoginAppSettings(_Model):
+    listen: str = "127.0.0.1:5000"
+    path_prefix: str = "/auth"
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"/[a-z0-9_-]+", value):
+            raise ValueError("must look like /auth")
+        return value
+
+
+class EnvoySettings(_Model):
+    listen_address: str = "0.0.0.0"
+    listen_port: int = Field(8080, ge=1, le=65535)
+    admin_port: int = Field(9901, ge=1, le=65535)
+
+
+class IdentityHeaders(_Model):
+    user_id: str = "X-Gateway-User-Id"
+    email: str = "X-Gateway-User-Email"
+    name: str = "X-Gateway-User-Name"
+
+    @field_validator("user_id", "email", "name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value) or value.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{value!r} is not a header name we may set")
+        return value
+
+    def names(self) -> tuple[str, str, str]:
+        return (self.user_id.lower(), self.email.lower(), self.name.lower())
+
+
+class Provider(_Model):
+    id: str
+    kind: Literal["oidc", "oauth2"]
+    client_id: str = Field(min_length=1)
+    client_secret: str | None = Field(None, description="Set with GATEWAY_PROVIDER_<ID>_CLIENT_SECRET.")
+    scopes: tuple[str, ...] = ()
+    login_sequence: bool = Field(True, description="Part of the browser login sequence.")
+    issuer: str | None = Field(None, description="OIDC issuer; endpoints come from discovery.")
+    authorize_url: str | None = None
+    token_url: str | None = None
+    userinfo_url: str | None = None
+    revocation_url: str | None = None
+    token_max_lifetime: Duration | None = Field(
+        None, description="Lifetime given to tokens that arrive without an expiry."
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _PROVIDER_ID.match(value):
+            raise ValueError("must be lower-case letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("issuer", "authorize_url", "token_url", "userinfo_url", "revocation_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value, allow_path=True)
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> Provider:
+        if self.kind == "oidc" and not self.issuer:
+            raise ValueError("an oidc provider needs issuer")
+        if self.kind == "oauth2" and not (self.authorize_url and self.token_url):
+            raise ValueError("an oauth2 provider needs authorize_url and token_url")
+        return self
+
+
+class Route(_Model):
+    name: str
+    prefix: str
+    upstream: str
+    provider: str | None = Field(None, description="Whose access token the backend receives.")
+    token_format: TokenFormat = TokenFormat.BEARER
+    identity_headers: bool = Field(False, description="Send the user's id, email and name.")
+    anonymous: bool = Field(False, description="Let requests without a session through.")
+    public: bool = Field(False, description="Skip authorization entirely (no ext_authz call).")
+    prefix_rewrite: str | None = Field(None, description="Replace the prefix before forwarding.")
+    timeout: Duration = 30.0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ROUTE_NAME.match(value):
+            raise ValueError("must be lower-case letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("prefix", "prefix_rewrite")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or any(c in value for c in "?#\\%") or "//" in value:
+            raise ValueError("must be an absolute path without '?', '#', '%', '\\' or '//'")
+        if "/../" in value + "/" or "/./" in value + "/":
+            raise ValueError("must not contain dot segments")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str) -> str:
+        return _http_url(value, allow_path=False)
+
+    @model_validator(mode="after")
+    def _policy(self) -> Route:
+        if self.public and (self.provider or self.identity_headers or self.anonymous):
+            raise ValueError("a public route skips authorization: no provider, identity or anonymous")
+        return self
+
+    def matches(self, path: str) -> bool:
+        """True when ``path`` (without query) is under this route's prefix."""
+        if self.prefix.endswith("/"):
+            return path.startswith(self.prefix) or path == self.prefix[:-1]
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+
+class GatewayConfig(_Model):
+    public_url: str = Field(description="The URL browsers use to reach Envoy.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    session: SessionSettings
+    redis: RedisSettings = RedisSettings()
+    ext_authz: ExtAuthzSettings = ExtAuthzSettings()
+    login_app: LoginAppSettings = LoginAppSettings()
+    envoy: EnvoySettings = EnvoySettings()
+    identity_headers: IdentityHeaders = IdentityHeaders()
+    allowed_redirect_origins: tuple[str, ...] = Field(
+        (), description="Origins besides public_url that login/logout may redirect to."
+    )
+    providers: tuple[Provider, ...] = ()
+    routes: tuple[Route, ...] = Field(min_length=1)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        return _http_url(value, allow_path=False)
+
+    @field_validator("allowed_redirect_origins")
+    @classmethod
+    def _redirect_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_origin_of(_http_url(v, allow_path=False)) for v in value)
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        provider_ids = [p.id for p in self.providers]
+        _no_duplicates("providers", provider_ids)
+        _no_duplicates("routes", [r.name for r in self.routes])
+        _no_duplicates("routes prefix", [r.prefix for r in self.routes])
+        auth_prefix = self.login_app.path_prefix
+        for index, route in enumerate(self.routes):
+            if route.provider is not None and route.provider not in provider_ids:
+                raise ValueError(f"routes[{index}].provider: unknown provider {route.provider!r}")
+            if route.matches(auth_prefix) or route.prefix.startswith(auth_prefix + "/"):
+                raise ValueError(f"routes[{index}].prefix: overlaps the login app at {auth_prefix}")
+        return self
+
+    @property
+    def public_origin(self) -> str:
+        return _origin_of(self.public_url)
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def cookie_name(self) -> str:
+        """The session cookie's name as browsers see it (``__Host-`` on https)."""
+        prefix = "__Host-" if self.secure_cookies else ""
+        return prefix + self.session.cookie_name
+
+    def managed_headers(self) -> tuple[str, ...]:
+        """Lower-case names of every header the gateway sets; clients may never send these."""
+        names = {"authorization", "private-token", *self.identity_headers.names()}
+        names.update(route.token_format.header_name for route in self.routes)
+        return tuple(sorted(names))
+
+    def provider(self, provider_id: str) -> Provider:
+        for provider in self.providers:
+            if provider.id == provider_id:
+                return provider
+        raise KeyError(provider_id)
+
+    def route(self, name: str) -> Route | None:
+        for route in self.routes:
+            if route.name == name:
+                return route
+        return None
+
+
+def _no_duplicates(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what}: {value!r} appears twice")
+        seen.add(value)
+
+
+def provider_secret_variable(provider_id: str) -> str:
+    """The environment variable that carries a provider's client secret."""
+    return "GATEWAY_PROVIDER_" + re.sub(r"[^A-Z0-9]", "_", provider_id.upper()) + "_CLIENT_SECRET"
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    if environ.get("GATEWAY_SECRET_KEYS"):
+        keys = [k.strip() for k in environ["GATEWAY_SECRET_KEYS"].split(",") if k.strip()]
+        raw.setdefault("session", {})
+        if isinstance(raw["session"], dict):
+            raw["session"]["secret_keys"] = keys
+    if environ.get("GATEWAY_REDIS_URL"):
+        raw.setdefault("redis", {})
+        if isinstance(raw["redis"], dict):
+            raw["redis"]["url"] = environ["GATEWAY_REDIS_URL"]
+    for provider in raw.get("providers") or ():
+        if isinstance(provider, dict) and isinstance(provider.get("id"), str):
+            secret = environ.get(provider_secret_variable(provider["id"]))
+            if secret:
+                provider["client_secret"] = secret
+    return raw
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ""
+        for part in item["loc"]:
+            location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{location or '(top level)'}: {message}")
+    return "; ".join(lines)
+
+
+def parse_config(raw: Any, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Validate already-parsed YAML data (plus environment overrides) into a config."""
+    if not isinstance(raw, dict):
+        raise ConfigError("(top level): the configuration must be a mapping")
+    raw = _apply_environment(raw, environ or {})
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read, override from the environment and validate the configuration file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    return parse_config(raw, environ)
