@@ -102,7 +102,9 @@ class SessionSettings(_Model):
     absolute_lifetime: Duration = Field(12 * 3600.0, description="Longest a session lives, however busy.")
     idle_timeout: Duration = Field(2 * 3600.0, description="A session unused this long ends.")
     secret_keys: tuple[str, ...] = Field(
-        (), description="Server secrets, newest first. Set them with GATEWAY_SECRET_KEYS."
+        (),
+        description="Server secrets, newest first. Set them with GATEWAY_SECRET_KEYS.",
+        validate_default=True,
     )
 
     @field_validator("cookie_name")

@@ -1,0 +1,1 @@
+"""The ext_authz server: Envoy asks it about every request to a protected route."""

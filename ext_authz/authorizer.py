@@ -1,0 +1,50 @@
+"""One check from start to end: the decision core around one session lookup.
+
+This is where a lookup failure is turned into a reason the core understands, and where it
+is decided, visibly, that every failure fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from ext_authz.decision import Decider, Decision, Lookup, SessionNeeded
+from ext_authz.request import CheckRequest
+from gateway.credentials import SessionCredential
+from gateway.errors import SessionInvalid, StoreUnavailable
+from gateway.sessions import Session
+
+logger = logging.getLogger(__name__)
+
+
+class SessionSource(Protocol):
+    async def load(self, credential: SessionCredential) -> Session | None: ...
+
+
+class Authorizer:
+    def __init__(
+        self, decider: Decider, sessions: SessionSource, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._decider = decider
+        self._sessions = sessions
+        self._clock = clock
+
+    async def check(self, request: CheckRequest) -> Decision:
+        step = self._decider.begin(request)
+        if not isinstance(step, SessionNeeded):
+            return step
+        session: Session | None = None
+        failure: str | None = None
+        try:
+            session = await self._sessions.load(step.presented.credential)
+        except StoreUnavailable as exc:
+            # Never read as "logged out": the session may be fine, Redis is not.
+            logger.warning("session store unavailable: %s", exc)
+            failure = Lookup.UNAVAILABLE
+        except SessionInvalid as exc:
+            logger.info("session record refused: %s", exc)
+            failure = Lookup.INVALID
+        return self._decider.complete(step, session, failure, self._clock())

@@ -1,0 +1,278 @@
+"""The decision core: allow or deny one request, with no transport and no I/O in it.
+
+A check runs in two pure steps around one session lookup:
+
+1. :meth:`Decider.begin` picks the route and answers what needs no session (preflight,
+   public, no credential, malformed credential, CSRF); otherwise it returns a
+   :class:`SessionNeeded` naming the credential to look up.
+2. :meth:`Decider.complete` takes the lookup's outcome and returns the decision.
+
+The caller (ext_authz's servicer) does the lookup in between and translates the result into
+Envoy's protobuf. Everything the core needs from the config is computed once in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+from ext_authz.request import (
+    SAFE_METHODS,
+    CheckRequest,
+    CredentialSource,
+    PresentedCredential,
+    cookie_header_without,
+    is_browser_navigation,
+    is_preflight,
+    read_credential,
+    request_origin,
+)
+from gateway.config import GatewayConfig, Route, TokenFormat
+from gateway.errors import CredentialError
+from gateway.sessions import Session, TokenSet
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    route: str
+    reason: str
+    set_headers: Headers = ()
+    remove_headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    route: str | None
+    reason: str
+    status: int
+    headers: Headers = ()
+    body: str = ""
+
+
+Decision = Allow | Deny
+
+
+@dataclass(frozen=True, slots=True)
+class SessionNeeded:
+    request: CheckRequest
+    route: Route
+    presented: PresentedCredential
+
+
+class Lookup:
+    """Outcomes of a session lookup that are not a session (reason codes for logs/metrics)."""
+
+    UNKNOWN = "unknown_session"
+    INVALID = "invalid_session"
+    UNAVAILABLE = "redis_unavailable"
+
+
+_MESSAGES = {
+    "no_session": "Log in to use this resource.",
+    "invalid_credential": "The session credential is malformed. Log in again.",
+    Lookup.UNKNOWN: "The session has ended. Log in again.",
+    Lookup.INVALID: "The session cannot be read. Log in again.",
+    "session_expired": "The session has expired. Log in again.",
+    "provider_login_required": "This resource needs a login with another provider.",
+    "token_expired": "The access token for this resource has expired. Log in again.",
+}
+# Reasons after which the cookie the browser holds is useless and is expired in the reply.
+_DEAD_COOKIE_REASONS = frozenset(
+    {"invalid_credential", Lookup.UNKNOWN, Lookup.INVALID, "session_expired"}
+)
+
+
+def encode_identity_value(value: str) -> str:
+    """Percent-encode UTF-8 so any name survives as an ASCII header; decode with unquote()."""
+    return quote(value, safe="@.+-_~")
+
+
+def format_token(token_format: TokenFormat, access_token: str) -> str:
+    if token_format is TokenFormat.BEARER:
+        return f"Bearer {access_token}"
+    if token_format is TokenFormat.TOKEN:
+        return f"token {access_token}"
+    if token_format is TokenFormat.BASIC_OAUTH2:
+        return "Basic " + base64.b64encode(f"oauth2:{access_token}".encode()).decode("ascii")
+    return access_token
+
+
+class Decider:
+    """Holds what the config fixes for every request; decides each one."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._routes_by_name = {route.name: route for route in config.routes}
+        self._routes_longest_first = sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)
+        self._cookie_name = config.cookie_name
+        # Strip both spellings so a cookie set over http cannot ride along behind https.
+        self._cookie_names = frozenset({config.cookie_name, config.session.cookie_name})
+        self._max_cookie_bytes = config.ext_authz.max_cookie_header_bytes
+        self._managed = config.managed_headers()
+        self._identity_names = config.identity_headers.names()
+        self._allowed_origins = frozenset({config.public_origin, *config.ext_authz.allowed_origins})
+        self._public_url = config.public_url
+        self._login_url = f"{config.public_url}{config.login_app.path_prefix}/login"
+        self._realm = f'Bearer realm="{config.public_origin}"'
+        secure = "; Secure" if config.secure_cookies else ""
+        self._expire_cookie = (
+            f"{config.cookie_name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax{secure}"
+        )
+
+    # ---- step 1 -------------------------------------------------------------------------
+
+    def route_for(self, request: CheckRequest) -> Route | None:
+        """The route Envoy named, else the longest matching prefix."""
+        if request.route_name is not None:
+            return self._routes_by_name.get(request.route_name)
+        path = request.path_only
+        for route in self._routes_longest_first:
+            if route.matches(path):
+                return route
+        return None
+
+    def begin(self, request: CheckRequest) -> Decision | SessionNeeded:
+        route = self.route_for(request)
+        if route is None:
+            return self._json_deny(None, "unknown_route", 403, "forbidden", "No such route.")
+        if route.public or is_preflight(request):
+            return self._allow_anonymous(request, route, "public" if route.public else "preflight")
+        try:
+            presented = read_credential(request, self._cookie_names, self._max_cookie_bytes)
+        except CredentialError:
+            return self._refuse(request, route, "invalid_credential", from_cookie=True)
+        if presented is None:
+            return self._refuse(request, route, "no_session", from_cookie=False)
+        if presented.source is CredentialSource.COOKIE and not self._origin_allowed(request):
+            return self._json_deny(
+                route.name, "csrf", 403, "forbidden", "Cross-site request refused."
+            )
+        return SessionNeeded(request, route, presented)
+
+    def _origin_allowed(self, request: CheckRequest) -> bool:
+        """CSRF guard: unsafe methods carried by a cookie must come from an allowed origin."""
+        if request.method in SAFE_METHODS:
+            return True
+        return request_origin(request) in self._allowed_origins
+
+    # ---- step 2 -------------------------------------------------------------------------
+
+    def complete(
+        self, pending: SessionNeeded, session: Session | None, failure: str | None, now: float
+    ) -> Decision:
+        """Decide with the lookup's result: a session, or a :class:`Lookup` failure reason."""
+        request, route = pending.request, pending.route
+        from_cookie = pending.presented.source is CredentialSource.COOKIE
+        if failure == Lookup.UNAVAILABLE:
+            return self._json_deny(
+                route.name,
+                Lookup.UNAVAILABLE,
+                503,
+                "unavailable",
+                "Sessions are unavailable right now; try again shortly.",
+                extra=(("retry-after", "1"),),
+            )
+        if session is None:
+            return self._refuse(request, route, failure or Lookup.UNKNOWN, from_cookie=from_cookie)
+        if session.expired_at(now):
+            return self._refuse(request, route, "session_expired", from_cookie=from_cookie)
+
+        set_headers: list[tuple[str, str]] = []
+        if route.provider is not None:
+            tokens = session.tokens.get(route.provider)
+            problem = _token_problem(tokens, now)
+            if problem is not None:
+                if route.anonymous:
+                    return self._allow_anonymous(request, route, "anonymous")
+                return self._refuse(request, route, problem, from_cookie=False)
+            assert tokens is not None  # _token_problem returned None
+            header = route.token_format.header_name
+            set_headers.append((header, format_token(route.token_format, tokens.access_token)))
+        if route.identity_headers:
+            identity = session.identity
+            values = (identity.subject, identity.email, identity.name)
+            for name, value in zip(self._identity_names, values, strict=True):
+                if value:
+                    set_headers.append((name, encode_identity_value(value)))
+        return self._allow(request, route, "allowed", set_headers)
+
+    # ---- building results ----------------------------------------------------------------
+
+    def _allow_anonymous(self, request: CheckRequest, route: Route, reason: str) -> Allow:
+        return self._allow(request, route, reason, [])
+
+    def _allow(
+        self, request: CheckRequest, route: Route, reason: str, set_headers: list[tuple[str, str]]
+    ) -> Allow:
+        set_names = {name for name, _ in set_headers}
+        remove = [name for name in self._managed if name not in set_names]
+        cookie_header = request.header("cookie")
+        if cookie_header:
+            kept = cookie_header_without(cookie_header, self._cookie_names)
+            if not kept:
+                remove.append("cookie")
+            elif kept != cookie_header:
+                set_headers.append(("cookie", kept))
+        return Allow(route.name, reason, tuple(set_headers), tuple(remove))
+
+    def _refuse(self, request: CheckRequest, route: Route, reason: str, *, from_cookie: bool) -> Decision:
+        """No usable session: anonymous routes let the request through, others ask to log in."""
+        if route.anonymous and reason not in ("provider_login_required", "token_expired"):
+            return self._allow_anonymous(request, route, "anonymous")
+        login_url = self.login_url(request)
+        extra: list[tuple[str, str]] = []
+        if from_cookie and reason in _DEAD_COOKIE_REASONS:
+            extra.append(("set-cookie", self._expire_cookie))
+        if is_browser_navigation(request):
+            extra += [("location", login_url), ("cache-control", "no-store")]
+            return Deny(route.name, reason, 302, tuple(extra), "")
+        challenge = self._realm
+        if reason != "no_session":
+            challenge += ', error="invalid_token"'
+        extra.append(("www-authenticate", challenge))
+        return self._json_deny(
+            route.name,
+            reason,
+            401,
+            "unauthorized",
+            _MESSAGES.get(reason, "Log in again."),
+            login_url=login_url,
+            extra=tuple(extra),
+        )
+
+    def login_url(self, request: CheckRequest) -> str:
+        """Where to log in and come back to this request's URL (always on our own origin)."""
+        return self._login_url + "?" + urlencode({"redirect_url": self._public_url + request.path})
+
+    def _json_deny(
+        self,
+        route_name: str | None,
+        reason: str,
+        status: int,
+        error: str,
+        message: str,
+        *,
+        login_url: str | None = None,
+        extra: Headers = (),
+    ) -> Deny:
+        body: dict[str, str] = {"error": error, "reason": reason, "message": message}
+        if login_url is not None:
+            body["login_url"] = login_url
+        headers = (
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+            *extra,
+        )
+        return Deny(route_name, reason, status, headers, json.dumps(body))
+
+
+def _token_problem(tokens: TokenSet | None, now: float) -> str | None:
+    if tokens is None or tokens.needs_login or not tokens.presentable:
+        return "provider_login_required"
+    if tokens.expired_at(now):
+        return "token_expired"
+    return None

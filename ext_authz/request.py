@@ -1,0 +1,135 @@
+"""What the decision core reads from a request, and the pure helpers that parse it.
+
+These take hostile input: every parser returns a clear result or raises
+:class:`CredentialError`, never anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import urlsplit
+
+from gateway.credentials import SessionCredential, looks_like_credential
+from gateway.errors import CredentialError
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """A request as Envoy described it; header names are lower-case."""
+
+    method: str
+    path: str  # includes the query string
+    headers: Mapping[str, str]
+    route_name: str | None = None  # from the route's context_extensions
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+    @property
+    def path_only(self) -> str:
+        return self.path.split("?", 1)[0]
+
+
+class CredentialSource(Enum):
+    COOKIE = "cookie"
+    BEARER = "bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedCredential:
+    credential: SessionCredential
+    source: CredentialSource
+
+
+def split_cookies(cookie_header: str) -> list[tuple[str, str]]:
+    """Name/value pairs of a Cookie header.
+
+    Envoy joins repeated Cookie headers (HTTP/2 sends one per cookie) with commas, so both
+    ';' and ',' separate pairs; neither may appear in a cookie value (RFC 6265 cookie-octet).
+    """
+    pairs = []
+    for chunk in cookie_header.replace(",", ";").split(";"):
+        name, sep, value = chunk.strip().partition("=")
+        if sep and name:
+            pairs.append((name.strip(), value.strip().strip('"')))
+    return pairs
+
+
+def cookie_header_without(cookie_header: str, names: frozenset[str]) -> str:
+    """The Cookie header with the named cookies removed; other cookies keep their order."""
+    kept = []
+    for chunk in cookie_header.replace(",", ";").split(";"):
+        name = chunk.partition("=")[0].strip()
+        if chunk.strip() and name not in names:
+            kept.append(chunk.strip())
+    return "; ".join(kept)
+
+
+def read_credential(
+    request: CheckRequest, cookie_names: frozenset[str], max_cookie_bytes: int
+) -> PresentedCredential | None:
+    """The session credential the request carries, None if it carries none.
+
+    A bearer token wins over the cookie: API clients say what they mean explicitly. Raises
+    :class:`CredentialError` for a credential that is present but unusable.
+    """
+    authorization = request.header("authorization")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and looks_like_credential(token.strip()):
+        return PresentedCredential(SessionCredential.parse(token.strip()), CredentialSource.BEARER)
+
+    cookie_header = request.header("cookie")
+    if not cookie_header:
+        return None
+    if len(cookie_header) > max_cookie_bytes:
+        raise CredentialError("cookie header is too large")
+    values = {value for name, value in split_cookies(cookie_header) if name in cookie_names}
+    if not values:
+        return None
+    if len(values) > 1:
+        # Two different session cookies (cookie tossing from a sibling host or path): we
+        # cannot tell which one the user meant, so neither is trusted.
+        raise CredentialError("more than one session cookie")
+    return PresentedCredential(SessionCredential.parse(values.pop()), CredentialSource.COOKIE)
+
+
+def is_preflight(request: CheckRequest) -> bool:
+    """A CORS preflight: browsers send it without credentials, so it cannot be authenticated."""
+    return (
+        request.method == "OPTIONS"
+        and bool(request.header("origin"))
+        and bool(request.header("access-control-request-method"))
+    )
+
+
+def is_browser_navigation(request: CheckRequest) -> bool:
+    """A page load the browser will follow a redirect for (not an XHR/fetch or API call)."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    if request.header("x-requested-with").lower() == "xmlhttprequest":
+        return False
+    fetch_mode = request.header("sec-fetch-mode").lower()
+    if fetch_mode and fetch_mode != "navigate":
+        return False
+    return "text/html" in request.header("accept").lower()
+
+
+def request_origin(request: CheckRequest) -> str | None:
+    """The origin that sent the request: Origin, else the Referer's origin, else None."""
+    origin = request.header("origin").strip().lower()
+    if origin:
+        return origin
+    referer = request.header("referer").strip()
+    if referer:
+        try:
+            parts = urlsplit(referer)
+        except ValueError:
+            return "invalid"
+        if parts.scheme and parts.netloc:
+            return f"{parts.scheme}://{parts.netloc}".lower()
+        return "invalid"
+    return None

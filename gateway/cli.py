@@ -1,0 +1,162 @@
+"""The ``gateway`` command.
+
+Subcommands import their front-end lazily, so ``gateway check-config`` does not load gRPC
+and the shared package never imports a front-end at import time.
+
+Exit codes: 0 success, 2 usage error, 3 invalid configuration, 4 Redis unavailable,
+5 not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError, StoreUnavailable
+
+EXIT_OK, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 2, 3, 4, 5
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    return load_config(args.config, os.environ)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(f"ok: {len(config.routes)} routes, {len(config.providers)} providers")
+    return EXIT_OK
+
+
+def _cmd_render_envoy(args: argparse.Namespace) -> int:
+    from gateway.envoy_config import render_envoy_yaml
+
+    config = _config(args)
+    endpoints = args.ext_authz_endpoint or None
+    sys.stdout.write(render_envoy_yaml(config, ext_authz_endpoints=endpoints))
+    return EXIT_OK
+
+
+def _cmd_authz(args: argparse.Namespace) -> int:
+    from ext_authz.server import serve
+    from gateway.logs import configure_logging
+
+    config = _config(args)
+    configure_logging(config.log_level)
+    asyncio.run(serve(config, args.listen))
+    return EXIT_OK
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+    from login_app.server import serve
+
+    config = _config(args)
+    configure_logging(config.log_level)
+    serve(config, args.listen)
+    return EXIT_OK
+
+
+def _parse_token(text: str) -> tuple[str, str]:
+    provider, sep, token = text.partition("=")
+    if not sep or not provider or not token:
+        raise argparse.ArgumentTypeError("use PROVIDER=ACCESS_TOKEN")
+    return provider, token
+
+
+def _cmd_session_create(args: argparse.Namespace) -> int:
+    """Create a session directly in Redis and print its credential (for tests and demos)."""
+    from gateway.credentials import SessionCredential
+    from gateway.session_factory import sync_store
+    from gateway.sessions import Identity, Session, TokenSet
+    from gateway.store import new_session_times
+
+    config = _config(args)
+    now = time.time()
+    created_at, expires_at = new_session_times(config.session, now)
+    token_expiry = int(now + args.token_ttl) if args.token_ttl else 0
+    known = {provider.id for provider in config.providers}
+    tokens = {}
+    for provider_id, access_token in args.token:
+        if provider_id not in known:
+            print(f"error: unknown provider {provider_id!r}", file=sys.stderr)
+            return EXIT_USAGE
+        tokens[provider_id] = TokenSet(access_token=access_token, expires_at=token_expiry)
+    session = Session(
+        identity=Identity(
+            subject=args.user, email=args.email or "", name=args.name or "", groups=tuple(args.group)
+        ),
+        created_at=created_at,
+        expires_at=expires_at,
+        tokens=tokens,
+    )
+    credential = SessionCredential.generate()
+    sync_store(config).save(credential, session)
+    print(credential.encode())
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=os.environ.get("GATEWAY_CONFIG", "gateway.yaml"),
+        help="gateway YAML config (default: $GATEWAY_CONFIG or ./gateway.yaml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check-config", parents=[common], help="validate the configuration and exit")
+    check.set_defaults(handler=_cmd_check_config)
+
+    render = commands.add_parser("render-envoy", parents=[common], help="print the Envoy bootstrap YAML")
+    render.add_argument(
+        "--ext-authz-endpoint",
+        action="append",
+        metavar="ADDR",
+        help="host:port or unix:/path of an ext_authz worker (repeatable)",
+    )
+    render.set_defaults(handler=_cmd_render_envoy)
+
+    authz = commands.add_parser("authz", parents=[common], help="run the ext_authz gRPC server")
+    authz.add_argument("--listen", help="host:port or unix:/path (default from config)")
+    authz.set_defaults(handler=_cmd_authz)
+
+    login = commands.add_parser("login", parents=[common], help="run the login app")
+    login.add_argument("--listen", help="host:port (default from config)")
+    login.set_defaults(handler=_cmd_login)
+
+    session = commands.add_parser("session", help="work with one session")
+    session_commands = session.add_subparsers(dest="session_command", required=True)
+    create = session_commands.add_parser("create", parents=[common], help="create a session in Redis and print its credential"
+    )
+    create.add_argument("--user", required=True, help="the subject (user id)")
+    create.add_argument("--email")
+    create.add_argument("--name")
+    create.add_argument("--group", action="append", default=[])
+    create.add_argument(
+        "--token", action="append", default=[], type=_parse_token, metavar="PROVIDER=TOKEN"
+    )
+    create.add_argument(
+        "--token-ttl", type=float, default=0, help="seconds until the tokens expire (0: never)"
+    )
+    create.set_defaults(handler=_cmd_session_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreUnavailable as exc:
+        print(f"redis unavailable: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return EXIT_OK

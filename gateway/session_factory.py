@@ -1,0 +1,21 @@
+"""Session stores wired from the config, so every front-end builds them the same way."""
+
+from __future__ import annotations
+
+from gateway.config import GatewayConfig
+from gateway.crypto import RecordCipher
+from gateway.redis_client import async_client, sync_client
+from gateway.sessions import SessionCodec
+from gateway.store import AsyncSessionStore, SessionStore
+
+
+def session_codec(config: GatewayConfig) -> SessionCodec:
+    return SessionCodec(RecordCipher(config.session.secret_keys), config.redis.key_prefix)
+
+
+def sync_store(config: GatewayConfig) -> SessionStore:
+    return SessionStore(sync_client(config.redis), session_codec(config), config.session)
+
+
+def async_store(config: GatewayConfig) -> AsyncSessionStore:
+    return AsyncSessionStore(async_client(config.redis), session_codec(config), config.session)

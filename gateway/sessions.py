@@ -1,0 +1,157 @@
+"""The session model and its serialized, encrypted form.
+
+A :class:`Session` is plain data. :class:`SessionCodec` turns it into the bytes stored in
+Redis (protobuf, then AES-GCM) and back, and names the Redis keys. The store modules do the
+I/O; nothing here talks to Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from google.protobuf.message import DecodeError
+
+from gateway.credentials import SessionCredential
+from gateway.crypto import RecordCipher
+from gateway.errors import SessionInvalid
+from gateway.proto import gateway_session_pb2 as pb
+
+SCHEMA_VERSION = 1
+# RFC 6750 b64token plus what GitLab and JupyterHub tokens use: visible ASCII, no spaces.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,8192}")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSet:
+    access_token: str
+    refresh_token: str = ""
+    id_token: str = ""
+    token_type: str = "Bearer"
+    scope: str = ""
+    expires_at: int = 0  # unix seconds; 0: no expiry known
+    needs_login: bool = False
+
+    def expired_at(self, now: float) -> bool:
+        return self.expires_at != 0 and now >= self.expires_at
+
+    @property
+    def presentable(self) -> bool:
+        """False for a token that could not travel safely in a header (e.g. CR/LF in it)."""
+        return _TOKEN_CHARS.fullmatch(self.access_token) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    subject: str
+    email: str = ""
+    name: str = ""
+    groups: tuple[str, ...] = ()
+    provider_session_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    identity: Identity
+    created_at: int
+    expires_at: int
+    tokens: dict[str, TokenSet] = field(default_factory=dict)
+
+    def expired_at(self, now: float) -> bool:
+        return now >= self.expires_at
+
+    def with_tokens(self, provider_id: str, tokens: TokenSet) -> Session:
+        return replace(self, tokens={**self.tokens, provider_id: tokens})
+
+
+def _to_message(session: Session) -> pb.Session:
+    identity = session.identity
+    message = pb.Session(
+        version=SCHEMA_VERSION,
+        identity=pb.Identity(
+            subject=identity.subject,
+            email=identity.email,
+            name=identity.name,
+            groups=list(identity.groups),
+            provider_session_id=identity.provider_session_id,
+        ),
+        created_at=session.created_at,
+        expires_at=session.expires_at,
+    )
+    for provider_id, tokens in session.tokens.items():
+        message.tokens[provider_id].CopyFrom(
+            pb.TokenSet(
+                access_token=tokens.access_token,
+                refresh_token=tokens.refresh_token,
+                id_token=tokens.id_token,
+                token_type=tokens.token_type,
+                scope=tokens.scope,
+                expires_at=tokens.expires_at,
+                needs_login=tokens.needs_login,
+            )
+        )
+    return message
+
+
+def _from_message(message: pb.Session) -> Session:
+    if message.version != SCHEMA_VERSION:
+        raise SessionInvalid(f"session record has schema version {message.version}")
+    identity = message.identity
+    if not identity.subject or message.expires_at <= 0:
+        raise SessionInvalid("session record lacks a subject or an expiry")
+    return Session(
+        identity=Identity(
+            subject=identity.subject,
+            email=identity.email,
+            name=identity.name,
+            groups=tuple(identity.groups),
+            provider_session_id=identity.provider_session_id,
+        ),
+        created_at=message.created_at,
+        expires_at=message.expires_at,
+        tokens={
+            provider_id: TokenSet(
+                access_token=t.access_token,
+                refresh_token=t.refresh_token,
+                id_token=t.id_token,
+                token_type=t.token_type,
+                scope=t.scope,
+                expires_at=t.expires_at,
+                needs_login=t.needs_login,
+            )
+            for provider_id, t in message.tokens.items()
+        },
+    )
+
+
+class SessionCodec:
+    """Names a session's Redis keys and seals/opens its record."""
+
+    def __init__(self, cipher: RecordCipher, key_prefix: str = "gw:") -> None:
+        self._cipher = cipher
+        self._prefix = key_prefix
+
+    def record_key(self, credential: SessionCredential) -> str:
+        # The braces are a Redis Cluster hash tag: every key of one session shares a slot.
+        return f"{self._prefix}s:{{{credential.lookup_id}}}"
+
+    def encode(self, credential: SessionCredential, session: Session) -> bytes:
+        plaintext = _to_message(session).SerializeToString(deterministic=True)
+        return self._cipher.seal(
+            plaintext,
+            session_secret=credential.secret,
+            associated=self.record_key(credential).encode("ascii"),
+        )
+
+    def decode(self, credential: SessionCredential, sealed: bytes) -> Session:
+        plaintext = self._cipher.open(
+            sealed,
+            session_secret=credential.secret,
+            associated=self.record_key(credential).encode("ascii"),
+        )
+        message = pb.Session()
+        try:
+            message.ParseFromString(plaintext)
+        except DecodeError as exc:
+            raise SessionInvalid("session record does not parse") from exc
+        return _from_message(message)

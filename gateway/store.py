@@ -1,0 +1,114 @@
+"""Session stores over Redis: a blocking one (login app, CLI) and an asyncio one (ext_authz).
+
+Both share :class:`SessionCodec` for key names and encryption and the lifetime rules below;
+each only does its own I/O. A record's Redis TTL is the smaller of the idle timeout and the
+time left before its absolute expiry, so Redis itself forgets idle sessions. Use slides the
+idle window, but only once a tenth of it has passed, so a busy session costs one write per
+``idle_timeout / 10`` rather than one per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+import redis.asyncio
+
+from gateway.config import SessionSettings
+from gateway.credentials import SessionCredential
+from gateway.errors import StoreUnavailable
+from gateway.redis_client import translate_redis_errors
+from gateway.sessions import Session, SessionCodec
+
+TOUCH_FRACTION = 0.1
+logger = logging.getLogger(__name__)
+
+
+def ttl_ms_for(session: Session, settings: SessionSettings, now: float) -> int:
+    """Milliseconds the record may live in Redis from ``now`` (at least 1)."""
+    remaining = min(settings.idle_timeout, session.expires_at - now)
+    return max(1, int(remaining * 1000))
+
+
+def touch_ttl_ms(
+    session: Session, settings: SessionSettings, now: float, remaining_ttl_ms: int
+) -> int | None:
+    """The new TTL when the idle window should slide now, else None."""
+    idle_ms = settings.idle_timeout * 1000
+    unused_for_ms = idle_ms - remaining_ttl_ms
+    if unused_for_ms < idle_ms * TOUCH_FRACTION:
+        return None
+    new_ttl = ttl_ms_for(session, settings, now)
+    return new_ttl if new_ttl > remaining_ttl_ms else None
+
+
+def new_session_times(settings: SessionSettings, now: float) -> tuple[int, int]:
+    """(created_at, expires_at) for a session starting at ``now``."""
+    return int(now), int(now + settings.absolute_lifetime)
+
+
+class SessionStore:
+    """Blocking store for the login app and the operator CLI."""
+
+    def __init__(self, client: redis.Redis, codec: SessionCodec, settings: SessionSettings) -> None:
+        self._redis = client
+        self._codec = codec
+        self._settings = settings
+
+    def save(self, credential: SessionCredential, session: Session) -> None:
+        sealed = self._codec.encode(credential, session)
+        ttl = ttl_ms_for(session, self._settings, time.time())
+        with translate_redis_errors("saving a session"):
+            self._redis.set(self._codec.record_key(credential), sealed, px=ttl)
+
+    def load(self, credential: SessionCredential) -> Session | None:
+        with translate_redis_errors("loading a session"):
+            sealed = self._redis.get(self._codec.record_key(credential))
+        if sealed is None:
+            return None
+        session = self._codec.decode(credential, sealed)
+        return None if session.expired_at(time.time()) else session
+
+    def delete(self, credential: SessionCredential) -> bool:
+        with translate_redis_errors("deleting a session"):
+            return bool(self._redis.delete(self._codec.record_key(credential)))
+
+
+class AsyncSessionStore:
+    """Asyncio store for ext_authz: one round trip per load, an occasional touch."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, codec: SessionCodec, settings: SessionSettings
+    ) -> None:
+        self._redis = client
+        self._codec = codec
+        self._settings = settings
+
+    async def load(self, credential: SessionCredential) -> Session | None:
+        """The live session, or None when Redis has no (or an expired) record."""
+        key = self._codec.record_key(credential)
+        with translate_redis_errors("loading a session"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.pttl(key)
+            sealed, remaining_ms = await pipe.execute()
+        if sealed is None:
+            return None
+        session = self._codec.decode(credential, sealed)
+        now = time.time()
+        if session.expired_at(now):
+            return None
+        new_ttl = touch_ttl_ms(session, self._settings, now, int(remaining_ms))
+        if new_ttl is not None:
+            try:
+                with translate_redis_errors("sliding a session's idle timeout"):
+                    await self._redis.pexpire(key, new_ttl)
+            except StoreUnavailable:
+                # The record was read and is valid; a missed slide only shortens its idle
+                # window, so this request is still answered.
+                logger.warning("could not slide a session's idle timeout", exc_info=True)
+        return session
+
+    async def close(self) -> None:
+        await self._redis.aclose()

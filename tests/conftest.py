@@ -1,0 +1,40 @@
+"""Shared fixtures: real servers started once per test session on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import EchoBackend, RedisServer
+from tests.support.stack import Stack, start_stack
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def echo_backend() -> Iterator[EchoBackend]:
+    backend = EchoBackend().start()
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, echo_backend: EchoBackend
+) -> Iterator[Stack]:
+    """Envoy + ext_authz + Redis + echo backend, shared by tests that only read from it."""
+    stack = start_stack(tmp_path_factory.mktemp("gateway"), redis_server, echo_backend)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def fresh_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,189 @@
+"""The gateway's real components as test servers: redis-server, echo backend, ext_authz, Envoy."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.processes import ManagedProcess, find_binary, free_port, port_open
+
+TEST_SECRET = "test-server-secret-0123456789abcdef-0123456789"
+
+
+class RedisServer:
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process = ManagedProcess(
+            "redis-server",
+            [
+                find_binary("redis-server"),
+                "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(directory),
+            ],
+        )
+
+    def start(self) -> RedisServer:
+        self._process.start(lambda: port_open(self.port))
+        return self
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections are accepted by the kernel, never answered."""
+        self._process.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._process.signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self._process.stop()
+
+
+class EchoBackend:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process = ManagedProcess(
+            "echo-backend",
+            [sys.executable, "-m", "devtools.echo_backend", "--port", str(self.port)],
+        )
+
+    def start(self) -> EchoBackend:
+        self._process.start(lambda: port_open(self.port))
+        return self
+
+    def stop(self) -> None:
+        self._process.stop()
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"GATEWAY_SECRET_KEYS": TEST_SECRET, **(extra or {})}
+
+
+class ExtAuthzServer:
+    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._process = ManagedProcess(
+            "ext-authz",
+            [sys.executable, "-m", "ext_authz", "--config", str(config_path),
+             "--listen", self.address],
+            env=gateway_env(env),
+        )
+
+    def start(self) -> ExtAuthzServer:
+        self._process.start(lambda: port_open(self.port))
+        return self
+
+    def output(self) -> str:
+        return self._process.output()
+
+    def signal(self, signum: int) -> None:
+        self._process.signal(signum)
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
+
+    def stop(self) -> int | None:
+        return self._process.stop()
+
+
+class EnvoyServer:
+    """A real Envoy running the bootstrap we render from the gateway config."""
+
+    def __init__(self, config_path: Path, bootstrap_path: Path, ext_authz_address: str) -> None:
+        self.config_path = config_path
+        self.bootstrap_path = bootstrap_path
+        self.ext_authz_address = ext_authz_address
+        self._process: ManagedProcess | None = None
+
+    def start(self) -> EnvoyServer:
+        from gateway.config import load_config
+        from gateway.envoy_config import render_envoy_yaml
+
+        config = load_config(self.config_path, gateway_env())
+        self.port = config.envoy.listen_port
+        self.admin_port = config.envoy.admin_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.bootstrap_path.write_text(
+            render_envoy_yaml(config, ext_authz_endpoints=[self.ext_authz_address])
+        )
+        self._process = ManagedProcess(
+            "envoy",
+            [
+                find_binary("envoy"), "-c", str(self.bootstrap_path),
+                "--disable-hot-restart", "--concurrency", "1", "--log-level", "warning",
+            ],
+        )
+        self._process.start(self._ready, timeout=30)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.admin_port}/ready", timeout=0.5
+            ) as reply:
+                return bool(reply.status == 200 and port_open(self.port))
+        except OSError:
+            return False
+
+    def output(self) -> str:
+        return self._process.output() if self._process else ""
+
+    def stop(self) -> None:
+        if self._process:
+            self._process.stop()
+
+
+def base_config(
+    *, redis_url: str, backend_url: str, envoy_port: int | None = None, admin_port: int | None = None
+) -> dict[str, Any]:
+    """A small gateway config with two providers and one route of every kind."""
+    envoy_port = envoy_port or free_port()
+    return {
+        "public_url": f"http://127.0.0.1:{envoy_port}",
+        "log_level": "info",
+        "session": {"cookie_name": "gw_session", "absolute_lifetime": "1h", "idle_timeout": "30m"},
+        "redis": {"url": redis_url, "timeout": "250ms"},
+        "ext_authz": {"timeout": "1s"},
+        "login_app": {"listen": f"127.0.0.1:{free_port()}"},
+        "envoy": {
+            "listen_address": "127.0.0.1",
+            "listen_port": envoy_port,
+            "admin_port": admin_port or free_port(),
+        },
+        "providers": [
+            {"id": "primary", "kind": "oidc", "issuer": "http://127.0.0.1:1", "client_id": "gw"},
+            {
+                "id": "gitlab",
+                "kind": "oauth2",
+                "authorize_url": "http://127.0.0.1:1/authorize",
+                "token_url": "http://127.0.0.1:1/token",
+                "client_id": "gw",
+            },
+        ],
+        "routes": [
+            {"name": "api", "prefix": "/api/", "upstream": backend_url, "provider": "primary",
+             "identity_headers": True},
+            {"name": "gitlab", "prefix": "/gitlab/", "upstream": backend_url,
+             "provider": "gitlab", "token_format": "private_token"},
+            {"name": "git", "prefix": "/repos/", "upstream": backend_url, "provider": "gitlab",
+             "token_format": "basic_oauth2"},
+            {"name": "notebooks", "prefix": "/jupyter/", "upstream": backend_url,
+             "provider": "primary", "token_format": "token"},
+            {"name": "catalog", "prefix": "/catalog/", "upstream": backend_url,
+             "provider": "primary", "anonymous": True, "identity_headers": True},
+            {"name": "status", "prefix": "/status", "upstream": backend_url, "public": True},
+        ],
+    }
+
