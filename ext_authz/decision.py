@@ -107,7 +107,9 @@ class Decider:
     def __init__(self, config: GatewayConfig) -> None:
         self._config = config
         self._routes_by_name = {route.name: route for route in config.routes}
-        self._routes_longest_first = sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)
+        self._routes_longest_first = sorted(
+            config.routes, key=lambda r: len(r.prefix), reverse=True
+        )
         self._cookie_name = config.cookie_name
         # Strip both spellings so a cookie set over http cannot ride along behind https.
         self._cookie_names = frozenset({config.cookie_name, config.session.cookie_name})
@@ -219,7 +221,9 @@ class Decider:
                 set_headers.append(("cookie", kept))
         return Allow(route.name, reason, tuple(set_headers), tuple(remove))
 
-    def _refuse(self, request: CheckRequest, route: Route, reason: str, *, from_cookie: bool) -> Decision:
+    def _refuse(
+        self, request: CheckRequest, route: Route, reason: str, *, from_cookie: bool
+    ) -> Decision:
         """No usable session: anonymous routes let the request through, others ask to log in."""
         if route.anonymous and reason not in ("provider_login_required", "token_expired"):
             return self._allow_anonymous(request, route, "anonymous")

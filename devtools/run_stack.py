@@ -1,0 +1,153 @@
+"""`make run`: the whole gateway on this machine, from gateway.yaml.
+
+Starts Redis, the demo echo backend, the dev identity providers, ext_authz, the login app
+and Envoy; prints where to go; stops everything on Ctrl-C. Logs go to .run/logs/. When
+GATEWAY_SECRET_KEYS is not set, a development secret is generated once into .run/ (never
+committed) so sessions survive a restart of the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from devtools.processes import REPO_ROOT, ManagedProcess, find_binary, port_open
+from gateway.config import GatewayConfig, load_config
+from gateway.envoy_config import render_envoy_yaml
+
+RUN_DIR = REPO_ROOT / ".run"
+LOGS = RUN_DIR / "logs"
+
+
+def _dev_secret() -> str:
+    path = RUN_DIR / "secret-key"
+    if not path.exists():
+        RUN_DIR.mkdir(exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def _url_port(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _envoy_ready(config: GatewayConfig) -> bool:
+    try:
+        admin = f"http://127.0.0.1:{config.envoy.admin_port}/ready"
+        with urllib.request.urlopen(admin, timeout=0.5) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def _processes(config: GatewayConfig, config_path: Path, env: dict[str, str]) -> list[tuple]:
+    """(process, ready check) in start order."""
+    python = sys.executable
+    redis_port = urlsplit(config.redis.url).port or 6379
+    (RUN_DIR / "redis").mkdir(parents=True, exist_ok=True)
+    plan: list[tuple] = [
+        (
+            ManagedProcess(
+                "redis",
+                [find_binary("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
+                 "--dir", str(RUN_DIR / "redis"), "--save", "60 1", "--appendonly", "no"],
+                log_dir=LOGS,
+            ),
+            lambda: port_open(redis_port),
+        )
+    ]
+    for port in sorted({_url_port(route.upstream) for route in config.routes}):
+        plan.append((
+            ManagedProcess(f"echo-backend-{port}",
+                           [python, "-m", "devtools.echo_backend", "--port", str(port)],
+                           log_dir=LOGS),
+            lambda port=port: port_open(port),
+        ))
+    plan += _dev_idps(config)
+    authz_host, authz_port = _host_port(config.ext_authz.listen)
+    login_host, login_port = _host_port(config.login_app.listen)
+    plan += [
+        (
+            ManagedProcess("ext-authz", [python, "-m", "ext_authz", "--config", str(config_path)],
+                           env=env, log_dir=LOGS),
+            lambda: port_open(authz_port, authz_host),
+        ),
+        (
+            ManagedProcess("login-app", [python, "-m", "login_app", "--config", str(config_path)],
+                           env=env, log_dir=LOGS),
+            lambda: port_open(login_port, login_host),
+        ),
+    ]
+    bootstrap = RUN_DIR / "envoy.yaml"
+    bootstrap.write_text(render_envoy_yaml(config))
+    plan.append((
+        ManagedProcess("envoy", [find_binary("envoy"), "-c", str(bootstrap),
+                                 "--disable-hot-restart", "--log-level", "warning"],
+                       log_dir=LOGS),
+        lambda: _envoy_ready(config),
+    ))
+    return plan
+
+
+def _dev_idps(config: GatewayConfig) -> list[tuple]:
+    """A dev identity provider for each provider whose endpoints are on this machine."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(REPO_ROOT / "gateway.yaml"))
+    args = parser.parse_args(argv)
+    env = {"GATEWAY_SECRET_KEYS": os.environ.get("GATEWAY_SECRET_KEYS") or _dev_secret()}
+    config_path = Path(args.config).resolve()
+    config = load_config(config_path, {**os.environ, **env})
+
+    started: list[ManagedProcess] = []
+    stop_requested = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        for process, ready in _processes(config, config_path, env):
+            process.start(ready, timeout=30)
+            started.append(process)
+            print(f"  started {process.name:<16} log: {process.log_path.relative_to(REPO_ROOT)}")
+        print(f"\nThe gateway is up at {config.public_url}\n")
+        print("Create a session and call the demo backend through Envoy:")
+        if "GATEWAY_SECRET_KEYS" not in os.environ:
+            print("  export GATEWAY_SECRET_KEYS=$(cat .run/secret-key)")
+        print("  COOKIE=$(.venv/bin/gateway session create --user alice --token primary=demo-token)")
+        print(f"  curl -s -b {config.cookie_name}=$COOKIE {config.public_url}/api/hello\n")
+        print("Press Ctrl-C to stop.")
+        while not stop_requested:
+            for process in started:
+                if process.process is not None and process.process.poll() is not None:
+                    print(f"{process.name} exited; see {process.log_path}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
