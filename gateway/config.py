@@ -13,6 +13,7 @@ Secrets never need to live in the file. These environment variables override it:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -27,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -73,6 +75,15 @@ def _http_url(value: str, *, allow_path: bool) -> str:
     if not allow_path and parts.path not in ("", "/"):
         raise ValueError("must not have a path")
     return value.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _origin_of(url: str) -> str:
@@ -236,8 +247,14 @@ class Provider(_Model):
 
     @field_validator("issuer", "authorize_url", "token_url", "userinfo_url", "revocation_url")
     @classmethod
-    def _urls(cls, value: str | None) -> str | None:
-        return None if value is None else _http_url(value, allow_path=True)
+    def _urls(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        url = _http_url(value, allow_path=True)
+        if url.startswith("http://") and not _is_loopback(urlsplit(url).hostname or ""):
+            raise ValueError("must use https (plain http is only allowed on loopback)")
+        # The issuer is compared byte for byte with ID tokens' `iss`: keep it exactly.
+        return value if info.field_name == "issuer" else url
 
     @model_validator(mode="after")
     def _endpoints(self) -> Provider:

@@ -7,6 +7,7 @@ I/O; nothing here talks to Redis.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
 
@@ -124,6 +125,10 @@ def _from_message(message: pb.Session) -> Session:
     )
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class SessionCodec:
     """Names a session's Redis keys and seals/opens its record."""
 
@@ -132,8 +137,19 @@ class SessionCodec:
         self._prefix = key_prefix
 
     def record_key(self, credential: SessionCredential) -> str:
+        return self.record_key_for(credential.lookup_id)
+
+    def record_key_for(self, lookup_id: str) -> str:
         # The braces are a Redis Cluster hash tag: every key of one session shares a slot.
-        return f"{self._prefix}s:{{{credential.lookup_id}}}"
+        return f"{self._prefix}s:{{{lookup_id}}}"
+
+    def user_index_key(self, subject: str) -> str:
+        """Set of the lookup ids of one user's sessions (logout everywhere, operator CLI)."""
+        return f"{self._prefix}user:{{{_digest(subject)}}}"
+
+    def provider_session_index_key(self, provider_session_id: str) -> str:
+        """Set of the lookup ids born from one IdP session (back-channel logout by sid)."""
+        return f"{self._prefix}sid:{{{_digest(provider_session_id)}}}"
 
     def encode(self, credential: SessionCredential, session: Session) -> bytes:
         plaintext = _to_message(session).SerializeToString(deterministic=True)

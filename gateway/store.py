@@ -57,10 +57,25 @@ class SessionStore:
         self._settings = settings
 
     def save(self, credential: SessionCredential, session: Session) -> None:
+        """Store the session and add it to its user's and IdP session's indexes."""
         sealed = self._codec.encode(credential, session)
-        ttl = ttl_ms_for(session, self._settings, time.time())
+        now = time.time()
+        ttl = ttl_ms_for(session, self._settings, now)
+        # No session outlives absolute_lifetime, so neither need its index entries.
+        index_ttl = int(self._settings.absolute_lifetime * 1000)
         with translate_redis_errors("saving a session"):
-            self._redis.set(self._codec.record_key(credential), sealed, px=ttl)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(self._codec.record_key(credential), sealed, px=ttl)
+            for index in self._index_keys(session):
+                pipe.sadd(index, credential.lookup_id)
+                pipe.pexpire(index, index_ttl)
+            pipe.execute()
+
+    def _index_keys(self, session: Session) -> list[str]:
+        keys = [self._codec.user_index_key(session.identity.subject)]
+        if session.identity.provider_session_id:
+            keys.append(self._codec.provider_session_index_key(session.identity.provider_session_id))
+        return keys
 
     def load(self, credential: SessionCredential) -> Session | None:
         with translate_redis_errors("loading a session"):
@@ -70,9 +85,39 @@ class SessionStore:
         session = self._codec.decode(credential, bytes(sealed))  # type: ignore[arg-type]
         return None if session.expired_at(time.time()) else session
 
-    def delete(self, credential: SessionCredential) -> bool:
+    def delete(self, credential: SessionCredential, session: Session | None = None) -> bool:
+        """Delete one session (and its index entries when the session is known)."""
         with translate_redis_errors("deleting a session"):
-            return bool(self._redis.delete(self._codec.record_key(credential)))
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.delete(self._codec.record_key(credential))
+            for index in self._index_keys(session) if session else ():
+                pipe.srem(index, credential.lookup_id)
+            return bool(pipe.execute()[0])
+
+    def lookup_ids_of_user(self, subject: str) -> list[str]:
+        with translate_redis_errors("reading a user's sessions"):
+            members = self._redis.smembers(self._codec.user_index_key(subject))
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)  # type: ignore[union-attr]
+
+    def delete_user_sessions(self, subject: str) -> int:
+        """End every session of a user; returns how many records existed."""
+        return self._delete_indexed(self._codec.user_index_key(subject))
+
+    def delete_provider_session(self, provider_session_id: str) -> int:
+        """End every session born from one IdP session (OIDC back-channel logout by sid)."""
+        return self._delete_indexed(self._codec.provider_session_index_key(provider_session_id))
+
+    def _delete_indexed(self, index: str) -> int:
+        with translate_redis_errors("deleting indexed sessions"):
+            members = self._redis.smembers(index)
+            if not members:
+                return 0
+            pipe = self._redis.pipeline(transaction=False)
+            for member in members:  # type: ignore[union-attr]
+                lookup_id = member.decode() if isinstance(member, bytes) else member
+                pipe.delete(self._codec.record_key_for(lookup_id))
+            pipe.delete(index)
+            return sum(int(n) for n in pipe.execute()[:-1])
 
 
 class AsyncSessionStore:

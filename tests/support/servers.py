@@ -237,3 +237,24 @@ def base_config(
             {"name": "status", "prefix": "/status", "upstream": backend_url, "public": True},
         ],
     }
+
+
+class LoginAppServer:
+    def __init__(self, config_path: Path, listen: str, env: dict[str, str] | None = None) -> None:
+        self.address = listen
+        self.port = int(listen.rpartition(":")[2])
+        self._process = ManagedProcess(
+            "login-app",
+            [sys.executable, "-m", "login_app", "--config", str(config_path)],
+            env=gateway_env(env),
+        )
+
+    def start(self) -> LoginAppServer:
+        self._process.start(lambda: port_open(self.port))
+        return self
+
+    def output(self) -> str:
+        return self._process.output()
+
+    def stop(self) -> None:
+        self._process.stop()

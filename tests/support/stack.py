@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig, load_config, provider_secret_variable
 from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
 from gateway.sessions import Identity, Session, TokenSet
+from tests.support.dev_idp import DevIdp, start_dev_idp
 from tests.support.servers import (
     EchoBackend,
     EnvoyServer,
     ExtAuthzServer,
+    LoginAppServer,
     RedisServer,
     base_config,
     gateway_env,
     write_config,
 )
+
+PRIMARY_SECRET = "primary-client-secret"
+GITLAB_SECRET = "gitlab-client-secret"
 
 
 @dataclass
@@ -30,6 +35,8 @@ class Stack:
     ext_authz: ExtAuthzServer
     envoy: EnvoyServer
     stoppers: list[Callable[[], Any]] = field(default_factory=list)
+    login_app: LoginAppServer | None = None
+    idps: dict[str, DevIdp] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -75,16 +82,65 @@ def start_stack(
     redis: RedisServer,
     backend: EchoBackend,
     adjust: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    with_login: bool = False,
+    idp_args: Sequence[str] = (),
 ) -> Stack:
+    """Start the gateway; ``with_login`` adds the login app and two dev IdPs:
+    ``primary`` (OIDC, the identity) and ``gitlab`` (plain OAuth2)."""
     raw = base_config(redis_url=redis.url, backend_url=backend.url)
-    if adjust:
-        adjust(raw)
-    config_path = write_config(directory / "gateway.yaml", raw)
-    config = load_config(config_path, gateway_env())
-    ext_authz = ExtAuthzServer(config_path).start()
+    stoppers: list[Callable[[], Any]] = []
+    idps: dict[str, DevIdp] = {}
+    env: dict[str, str] = {}
     try:
+        if with_login:
+            idps = _start_idps(raw, idp_args, stoppers)
+            env = {
+                provider_secret_variable("primary"): PRIMARY_SECRET,
+                provider_secret_variable("gitlab"): GITLAB_SECRET,
+            }
+        if adjust:
+            adjust(raw)
+        config_path = write_config(directory / "gateway.yaml", raw)
+        config = load_config(config_path, gateway_env(env))
+        ext_authz = ExtAuthzServer(config_path).start()
+        stoppers.append(ext_authz.stop)
+        login_app = None
+        if with_login:
+            login_app = LoginAppServer(config_path, config.login_app.listen, env).start()
+            stoppers.append(login_app.stop)
         envoy = EnvoyServer(config_path, directory / "envoy.yaml", ext_authz.address).start()
+        stoppers.append(envoy.stop)
     except Exception:
-        ext_authz.stop()
+        for stop in reversed(stoppers):
+            stop()
         raise
-    return Stack(config_path, config, ext_authz, envoy, [ext_authz.stop, envoy.stop])
+    return Stack(config_path, config, ext_authz, envoy, stoppers, login_app, idps)
+
+
+def _start_idps(
+    raw: dict[str, Any], idp_args: Sequence[str], stoppers: list[Callable[[], Any]]
+) -> dict[str, DevIdp]:
+    public = raw["public_url"]
+    callback = f"{public}/auth/callback"
+    primary = start_dev_idp(
+        mode="oidc",
+        clients=[f"gw:{PRIMARY_SECRET}:{callback}"],
+        post_logout_redirect_uris=[f"{public}/auth/logged-out"],
+        backchannel_logout_uri=f"{public}/auth/backchannel-logout",
+        extra_args=idp_args,
+    )
+    stoppers.append(primary.stop)
+    gitlab = start_dev_idp(
+        mode="oauth2", clients=[f"gw:{GITLAB_SECRET}:{callback}"], extra_args=idp_args
+    )
+    stoppers.append(gitlab.stop)
+    raw["providers"] = [
+        {"id": "primary", "kind": "oidc", "issuer": primary.issuer, "client_id": "gw",
+         "scopes": ["openid", "profile", "email"]},
+        {"id": "gitlab", "kind": "oauth2", "client_id": "gw",
+         "authorize_url": f"{gitlab.url}/authorize", "token_url": f"{gitlab.url}/token",
+         "userinfo_url": f"{gitlab.url}/userinfo", "revocation_url": f"{gitlab.url}/revoke",
+         "scopes": ["api"]},
+    ]
+    return {"primary": primary, "gitlab": gitlab}

@@ -1,0 +1,159 @@
+"""Login attempts: the server-side state of one walk through the login sequence.
+
+Each ``GET /auth/login`` starts its own attempt, so several tabs never break each other. An
+attempt is bound to the browser by a binding secret in a short-lived cookie: the record is
+sealed (AES-GCM, like sessions) with a key derived from it, so a callback from another
+browser cannot open it. Each step's ``state`` is stored under its own key and consumed with
+GETDEL, which makes it single use even when two callbacks race.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from gateway.crypto import RecordCipher
+from gateway.errors import SessionInvalid
+from gateway.redis_client import translate_redis_errors
+from gateway.sessions import Identity, TokenSet
+from login_app.errors import AttemptExpired, StateMismatch
+
+ATTEMPT_TTL_SECONDS = 600
+_BINDING_BYTES = 32
+
+
+def new_binding() -> str:
+    return secrets.token_urlsafe(_BINDING_BYTES)
+
+
+def binding_bytes(binding: str | None) -> bytes:
+    """The binding cookie's secret; a missing or malformed cookie matches no attempt."""
+    if not binding or len(binding) > 64:
+        raise StateMismatch("this login was started in another browser or its cookie is gone")
+    try:
+        raw = base64.urlsafe_b64decode(binding + "=" * (-len(binding) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise StateMismatch("the login cookie is malformed") from exc
+    if len(raw) != _BINDING_BYTES:
+        raise StateMismatch("the login cookie is malformed")
+    return raw
+
+
+@dataclass
+class LoginAttempt:
+    attempt_id: str
+    redirect_url: str
+    steps: list[str]  # provider ids still to visit, in order
+    step: int = 0
+    state: str = ""
+    nonce: str = ""
+    code_verifier: str = ""
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identity: dict[str, Any] | None = None
+    replaces: str | None = None  # credential of the session this login replaces
+    carried_subject: str | None = None  # whose tokens were carried over from that session
+
+    @property
+    def provider_id(self) -> str:
+        return self.steps[self.step]
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= len(self.steps)
+
+    def begin_step(self) -> None:
+        """Fresh state, nonce and PKCE verifier for the current step."""
+        self.state = f"{self.attempt_id}.{secrets.token_urlsafe(24)}"
+        self.nonce = secrets.token_urlsafe(24)
+        self.code_verifier = secrets.token_urlsafe(64)  # 86 chars, RFC 7636 §4.1: 43..128
+
+    def add_tokens(self, provider_id: str, tokens: TokenSet) -> None:
+        self.tokens[provider_id] = asdict(tokens)
+
+    def token_sets(self) -> dict[str, TokenSet]:
+        return {pid: TokenSet(**fields) for pid, fields in self.tokens.items()}
+
+    def identity_value(self) -> Identity | None:
+        if self.identity is None:
+            return None
+        return Identity(**{**self.identity, "groups": tuple(self.identity.get("groups", ()))})
+
+
+def attempt_id_of(state: str) -> str:
+    attempt_id, dot, _ = state.partition(".")
+    if not dot or not attempt_id or len(state) > 200:
+        raise StateMismatch("the state parameter is malformed")
+    return attempt_id
+
+
+class AttemptStore:
+    def __init__(self, client: redis.Redis, cipher: RecordCipher, key_prefix: str) -> None:
+        self._redis = client
+        self._cipher = cipher
+        self._prefix = key_prefix
+
+    def _key(self, attempt_id: str) -> str:
+        return f"{self._prefix}login:{{{attempt_id}}}"
+
+    def _state_key(self, state: str) -> str:
+        digest = hashlib.sha256(state.encode()).hexdigest()
+        return f"{self._prefix}login-state:{{{attempt_id_of(state)}}}:{digest}"
+
+    def start(self, redirect_url: str, steps: list[str], replaces: str | None) -> LoginAttempt:
+        return LoginAttempt(
+            attempt_id=secrets.token_urlsafe(18),
+            redirect_url=redirect_url,
+            steps=steps,
+            replaces=replaces,
+        )
+
+    def save(self, attempt: LoginAttempt, binding: str) -> None:
+        """Store the attempt and arm its current step's state for one callback."""
+        key = self._key(attempt.attempt_id)
+        plaintext = json.dumps(asdict(attempt)).encode()
+        sealed = self._cipher.seal(
+            plaintext, session_secret=binding_bytes(binding), associated=key.encode()
+        )
+        with translate_redis_errors("saving a login attempt"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(key, sealed, ex=ATTEMPT_TTL_SECONDS)
+            if attempt.state:
+                pipe.set(self._state_key(attempt.state), b"1", ex=ATTEMPT_TTL_SECONDS)
+            pipe.execute()
+
+    def consume(self, state: str, binding: str | None) -> LoginAttempt:
+        """The attempt a callback belongs to; its state can never be used again."""
+        secret = binding_bytes(binding)
+        attempt_id = attempt_id_of(state)
+        key = self._key(attempt_id)
+        with translate_redis_errors("reading a login attempt"):
+            armed = self._redis.getdel(self._state_key(state))
+            sealed = self._redis.get(key)
+        if sealed is None:
+            raise AttemptExpired("this login attempt is unknown or has expired")
+        if armed is None:
+            raise StateMismatch("this login reply was already used or does not belong here")
+        try:
+            plaintext = self._cipher.open(
+                bytes(sealed),  # type: ignore[arg-type]  # a bytes client returns bytes
+                session_secret=secret,
+                associated=key.encode(),
+            )
+        except SessionInvalid as exc:
+            raise StateMismatch("this login was started in another browser") from exc
+        attempt = LoginAttempt(**json.loads(plaintext))
+        if not hmac.compare_digest(attempt.state, state):
+            raise StateMismatch("the state does not match this login step")
+        return attempt
+
+    def finish(self, attempt: LoginAttempt) -> None:
+        with translate_redis_errors("ending a login attempt"):
+            self._redis.delete(self._key(attempt.attempt_id))

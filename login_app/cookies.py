@@ -1,0 +1,58 @@
+"""The cookies the login app sets: the session cookie and the login-attempt binding cookie.
+
+Both are HttpOnly, SameSite=Lax (the IdP's redirect back is a top-level GET, which Lax
+allows), Path=/, and on https Secure with the ``__Host-`` prefix so no sibling host or path
+can plant one.
+"""
+
+from __future__ import annotations
+
+from flask import Request, Response
+
+from gateway.config import GatewayConfig
+from gateway.credentials import SessionCredential
+from login_app.attempts import ATTEMPT_TTL_SECONDS
+from login_app.services import parse_credential
+
+
+def binding_cookie_name(config: GatewayConfig) -> str:
+    return ("__Host-" if config.secure_cookies else "") + "gateway_login"
+
+
+def _set(response: Response, config: GatewayConfig, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        secure=config.secure_cookies,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def set_session_cookie(
+    response: Response, config: GatewayConfig, credential: SessionCredential
+) -> None:
+    _set(response, config, config.cookie_name, credential.encode(),
+         int(config.session.absolute_lifetime))
+
+
+def expire_session_cookie(response: Response, config: GatewayConfig) -> None:
+    _set(response, config, config.cookie_name, "", 0)
+
+
+def set_binding_cookie(response: Response, config: GatewayConfig, binding: str) -> None:
+    _set(response, config, binding_cookie_name(config), binding, ATTEMPT_TTL_SECONDS)
+
+
+def expire_binding_cookie(response: Response, config: GatewayConfig) -> None:
+    _set(response, config, binding_cookie_name(config), "", 0)
+
+
+def request_credential(request: Request, config: GatewayConfig) -> SessionCredential | None:
+    """The session credential a request carries: bearer token first, then the cookie."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip().startswith("gws_"):
+        return parse_credential(token.strip())
+    return parse_credential(request.cookies.get(config.cookie_name))

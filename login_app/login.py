@@ -1,0 +1,171 @@
+"""``/login`` and ``/callback``: walk the login sequence, one provider after another.
+
+The first provider of the sequence (the primary) says who the user is; every later one only
+adds its tokens. A provider whose token in the current session is still valid is skipped.
+The finished login always gets a brand-new session id and secret (no session fixation).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+
+from flask import Blueprint, Response, redirect, request
+
+from gateway.credentials import SessionCredential
+from gateway.errors import SessionInvalid
+from gateway.sessions import Session
+from gateway.store import new_session_times
+from login_app.attempts import LoginAttempt, binding_bytes, new_binding
+from login_app.cookies import binding_cookie_name, request_credential, set_binding_cookie, set_session_cookie
+from login_app.errors import IdTokenInvalid, LoginError, ProviderError, StateMismatch
+from login_app.redirects import safe_redirect_target
+from login_app.services import Services, parse_credential, services
+
+logger = logging.getLogger(__name__)
+blueprint = Blueprint("login", __name__)
+
+# A token this close to expiry is not worth skipping its provider's login for.
+SKIP_MARGIN_SECONDS = 60
+_MAX_PARAMETER = 4096
+
+
+def redirect_target(svc: Services, value: str | None) -> str:
+    return safe_redirect_target(
+        value,
+        public_url=svc.config.public_url,
+        allowed_origins=svc.config.allowed_redirect_origins,
+    )
+
+
+def _current_session(svc: Services) -> tuple[SessionCredential | None, Session | None]:
+    credential = request_credential(request, svc.config)
+    if credential is None:
+        return None, None
+    try:
+        return credential, svc.sessions.load(credential)
+    except SessionInvalid:
+        return None, None
+
+
+@blueprint.get("/login")
+def login() -> Response:
+    svc = services()
+    target = redirect_target(svc, request.args.get("redirect_url"))
+    now = time.time()
+    credential, existing = _current_session(svc)
+    sequence = svc.login_sequence
+    if not sequence:
+        raise LoginError("no provider is configured for login")
+    valid = {
+        pid
+        for pid, tokens in (existing.tokens.items() if existing else ())
+        if not tokens.needs_login
+        and tokens.presentable
+        and not tokens.expired_at(now + SKIP_MARGIN_SECONDS)
+    }
+    steps = [pid for pid in sequence if pid not in valid]
+    if not steps:
+        return redirect(target)  # every provider's token is still good
+    attempt = svc.attempts.start(
+        target, steps, replaces=credential.encode() if credential and existing else None
+    )
+    if existing is not None:
+        attempt.identity = asdict(existing.identity)
+        attempt.carried_subject = existing.identity.subject
+        for pid in valid:
+            attempt.add_tokens(pid, existing.tokens[pid])
+    binding = request.cookies.get(binding_cookie_name(svc.config))
+    try:
+        binding_bytes(binding)
+    except StateMismatch:
+        binding = new_binding()
+    assert binding is not None
+    return _send_to_provider(svc, attempt, binding)
+
+
+def _send_to_provider(svc: Services, attempt: LoginAttempt, binding: str) -> Response:
+    attempt.begin_step()
+    client = svc.providers[attempt.provider_id]
+    url = client.authorization_url(
+        state=attempt.state,
+        code_verifier=attempt.code_verifier,
+        nonce=attempt.nonce if client.is_oidc else None,
+    )
+    svc.attempts.save(attempt, binding)
+    response = redirect(url)
+    set_binding_cookie(response, svc.config, binding)
+    return response
+
+
+def _argument(name: str) -> str | None:
+    value = request.args.get(name)
+    if value is not None and len(value) > _MAX_PARAMETER:
+        raise StateMismatch(f"the {name} parameter is too long")
+    return value
+
+
+@blueprint.get("/callback")
+def callback() -> Response:
+    svc = services()
+    state = _argument("state")
+    if not state:
+        raise StateMismatch("the reply carries no state")
+    binding = request.cookies.get(binding_cookie_name(svc.config))
+    attempt = svc.attempts.consume(state, binding)
+    assert binding is not None  # consume() refuses a missing binding
+    client = svc.providers[attempt.provider_id]
+    error = _argument("error")
+    if error:
+        description = _argument("error_description") or error
+        raise ProviderError(f"{error}: {description}"[:300], provider=client.id)
+    code = _argument("code")
+    if not code:
+        raise ProviderError("the reply carries no authorization code", provider=client.id)
+
+    now = time.time()
+    tokens = client.token_set(client.exchange_code(code, attempt.code_verifier), now)
+    is_primary = attempt.provider_id == svc.login_sequence[0]
+    if client.is_oidc:
+        if not tokens.id_token:
+            raise IdTokenInvalid("the reply has no ID token", provider=client.id)
+        claims = client.verify_id_token(tokens.id_token, attempt.nonce, now)
+        identity = client.identity_from_claims(claims) if is_primary else None
+    else:
+        identity = client.identity_from_userinfo(tokens.access_token) if is_primary else None
+
+    if identity is not None:
+        if attempt.carried_subject and attempt.carried_subject != identity.subject:
+            # Another person logged in: nothing of the previous user's session carries over.
+            attempt.tokens = {}
+            attempt.steps = svc.login_sequence
+            attempt.step = 0
+        attempt.identity = asdict(identity)
+    attempt.add_tokens(client.id, tokens)
+    attempt.step += 1
+    logger.info("provider login done", extra={"provider": client.id, "step": attempt.step})
+    if not attempt.finished:
+        return _send_to_provider(svc, attempt, binding)
+    return _finish(svc, attempt, now)
+
+
+def _finish(svc: Services, attempt: LoginAttempt, now: float) -> Response:
+    identity = attempt.identity_value()
+    if identity is None:
+        raise LoginError("the login sequence produced no identity")
+    created_at, expires_at = new_session_times(svc.config.session, now)
+    session = Session(identity, created_at, expires_at, attempt.token_sets())
+    credential = SessionCredential.generate()
+    svc.sessions.save(credential, session)
+    replaced = parse_credential(attempt.replaces)
+    if replaced is not None:
+        try:
+            svc.sessions.delete(replaced, svc.sessions.load(replaced))
+        except SessionInvalid:
+            svc.sessions.delete(replaced)
+    svc.attempts.finish(attempt)
+    logger.info("login complete", extra={"providers": sorted(attempt.tokens)})
+    response = redirect(attempt.redirect_url)
+    set_session_cookie(response, svc.config, credential)
+    return response

@@ -1,0 +1,149 @@
+"""Logout (RP-initiated and back-channel) and the user profile endpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, jsonify, redirect, render_template, request
+
+from gateway.errors import SessionInvalid
+from gateway.redis_client import translate_redis_errors
+from gateway.sessions import Session
+from login_app.cookies import expire_session_cookie, request_credential
+from login_app.errors import IdTokenInvalid, LoginError, LoginUnavailable
+from login_app.login import redirect_target
+from login_app.services import Services, services
+
+logger = logging.getLogger(__name__)
+blueprint = Blueprint("logout", __name__)
+
+_LOGOUT_TOKEN_REPLAY_SECONDS = 900
+
+
+def _revoke_all(svc: Services, session: Session) -> dict[str, bool]:
+    """Revoke every provider's tokens where the provider can (RFC 7009); best effort."""
+    outcome = {}
+    for provider_id, tokens in session.tokens.items():
+        client = svc.providers.get(provider_id)
+        if client is None:
+            continue
+        try:
+            outcome[provider_id] = client.revoke(tokens)
+        except LoginError:
+            outcome[provider_id] = False
+    return outcome
+
+
+@blueprint.route("/logout", methods=["GET", "POST"])
+def logout() -> Response:
+    svc = services()
+    target = redirect_target(svc, request.values.get("redirect_url"))
+    credential = request_credential(request, svc.config)
+    session = None
+    if credential is not None:
+        try:
+            session = svc.sessions.load(credential)
+        except SessionInvalid:
+            session = None
+        # Delete first: even if a provider is unreachable below, the gateway session is over.
+        svc.sessions.delete(credential, session)
+    revoked = _revoke_all(svc, session) if session else {}
+    logger.info("logout", extra={"had_session": session is not None, "revoked": revoked})
+
+    logged_out = svc.url("/logged-out")
+    primary = svc.primary
+    id_token = session.tokens.get(primary.id) if session and primary else None
+    destination = logged_out + "?" + urlencode({"redirect_url": target})
+    if primary is not None and primary.is_oidc and id_token and id_token.id_token:
+        try:
+            end_session = primary.endpoints().end_session_url
+        except LoginUnavailable:
+            end_session = None
+        if end_session:
+            destination = end_session + "?" + urlencode({
+                "id_token_hint": id_token.id_token,
+                "post_logout_redirect_uri": logged_out,
+                "client_id": primary.provider.client_id,
+                "state": target,
+            })
+    if request.method == "POST" and request.accept_mimetypes.best == "application/json":
+        response = jsonify(logged_out=True, logout_url=destination)
+    else:
+        response = redirect(destination)
+    expire_session_cookie(response, svc.config)
+    return response
+
+
+@blueprint.get("/logged-out")
+def logged_out() -> str:
+    svc = services()
+    # The IdP hands our target back as `state`; it is checked again like any input.
+    target = redirect_target(svc, request.args.get("redirect_url") or request.args.get("state"))
+    return render_template(
+        "logged_out.html",
+        title="You are logged out",
+        continue_url=target,
+        login_url=svc.url("/login") + "?" + urlencode({"redirect_url": target}),
+    )
+
+
+@blueprint.post("/backchannel-logout")
+def backchannel_logout() -> tuple[Response, int]:
+    """OIDC Back-Channel Logout 1.0: end every session of the IdP session (or user)."""
+    svc = services()
+    primary = svc.primary
+    token = request.form.get("logout_token", "")
+    if primary is None or not primary.is_oidc or not token or len(token) > 16384:
+        return jsonify(error="invalid_request"), 400
+    try:
+        claims = primary.verify_logout_token(token, time.time())
+    except IdTokenInvalid as exc:
+        logger.info("back-channel logout refused", extra={"detail": str(exc)})
+        return jsonify(error="invalid_request"), 400
+    replay_key = f"{svc.config.redis.key_prefix}logout-jti:{claims['jti']}"
+    with translate_redis_errors("checking a logout token"):
+        fresh = svc.redis.set(replay_key, b"1", nx=True, ex=_LOGOUT_TOKEN_REPLAY_SECONDS)
+    if not fresh:
+        return jsonify(error="invalid_request", error_description="replayed"), 400
+    sid, subject = claims.get("sid"), claims.get("sub")
+    if isinstance(sid, str) and sid:
+        ended = svc.sessions.delete_provider_session(sid)
+    else:
+        ended = svc.sessions.delete_user_sessions(str(subject))
+    logger.info("back-channel logout", extra={"sessions_ended": ended})
+    response = jsonify(sessions_ended=ended)
+    response.headers["Cache-Control"] = "no-store"
+    return response, 200
+
+
+@blueprint.get("/user")
+def user() -> tuple[Response, int]:
+    """The logged-in user's profile as JSON; never a token."""
+    svc = services()
+    credential = request_credential(request, svc.config)
+    session = None
+    if credential is not None:
+        try:
+            session = svc.sessions.load(credential)
+        except SessionInvalid:
+            session = None
+    if session is None:
+        return jsonify(error="unauthorized", login_url=svc.url("/login")), 401
+    identity = session.identity
+    now = time.time()
+    return jsonify(
+        sub=identity.subject,
+        email=identity.email,
+        name=identity.name,
+        groups=list(identity.groups),
+        session_expires_at=session.expires_at,
+        providers={
+            pid: {
+                "logged_in": not tokens.needs_login and not tokens.expired_at(now),
+                "expires_at": tokens.expires_at or None,
+            }
+            for pid, tokens in session.tokens.items()
+        },
+    ), 200

@@ -1,0 +1,81 @@
+"""Pages and the one place login errors become responses."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlencode
+
+from flask import Flask, Response, jsonify, render_template, request
+
+from gateway.errors import StoreUnavailable
+from login_app.errors import LoginError, LoginUnavailable
+from login_app.services import services
+
+logger = logging.getLogger(__name__)
+
+# What a person reads for each error kind; the exception's own text goes to the log only.
+_EXPLANATIONS = {
+    "rejected_redirect": "The page asked to send you to an address outside this site, so "
+    "the request was stopped. If you followed a link, it may have been tampered with.",
+    "expired_attempt": "Logins must be finished within ten minutes, and each login link "
+    "works once. Start again and it will work.",
+    "state_mismatch": "The reply from the identity provider does not belong to a login "
+    "started in this browser, or it was already used. Start the login again.",
+    "provider_error": "The identity provider did not complete the login.",
+    "token_exchange_failed": "The identity provider's reply could not be used.",
+    "invalid_id_token": "The identity provider's answer failed our security checks.",
+    "unavailable": "A service the login needs is not answering. Please try again shortly.",
+}
+
+
+def wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" or request.path.startswith(
+        services().config.login_app.path_prefix + "/cli/"
+    )
+
+
+def error_response(error: LoginError) -> tuple[Response | str, int]:
+    config = services().config
+    message = _EXPLANATIONS.get(error.code, "The login did not succeed.")
+    if error.code == "provider_error" and str(error):
+        message = f"{message} It said: {str(error)[:200]}"
+    if wants_json():
+        return jsonify(error=error.code, message=message), error.status
+    retry_url = None
+    if error.retry:
+        retry_url = services().url("/login") + "?" + urlencode({"redirect_url": config.public_url + "/"})
+    page = render_template(
+        "error.html",
+        title=error.title,
+        message=message,
+        code=error.code,
+        provider=error.provider,
+        retry_url=retry_url,
+        home_url=config.public_url + "/",
+    )
+    return page, error.status
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(LoginError)
+    def _login_error(error: LoginError):  # type: ignore[no-untyped-def]
+        logger.info("login error", extra={"code": error.code, "detail": str(error),
+                                          "provider": error.provider})
+        return error_response(error)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(error: StoreUnavailable):  # type: ignore[no-untyped-def]
+        logger.warning("redis unavailable", extra={"detail": str(error)})
+        return error_response(LoginUnavailable(str(error)))
+
+    @app.after_request
+    def _no_store(response: Response) -> Response:
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        )
+        return response

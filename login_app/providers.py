@@ -1,0 +1,336 @@
+"""Talking to identity providers: discovery, authorization URLs, code exchange, ID tokens.
+
+Authlib's ``OAuth2Session`` builds authorization requests (with PKCE S256) and exchanges
+codes; joserfc (Authlib's JOSE library) verifies ID tokens and logout tokens. Every error
+those libraries or the network raise is translated into a :mod:`login_app.errors` type in
+this module and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.requests_client import OAuth2Session
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from gateway.config import Provider
+from gateway.sessions import Identity, TokenSet
+from login_app.errors import IdTokenInvalid, LoginUnavailable, ProviderError, TokenExchangeFailed
+
+logger = logging.getLogger(__name__)
+
+HTTP_TIMEOUT = (2.0, 5.0)  # connect, read: every call to a provider is bounded
+CLOCK_SKEW = 60  # seconds of leeway on exp/iat
+MAX_ID_TOKEN_AGE = 600  # an ID token issued longer ago than this is not a fresh login
+METADATA_TTL = 3600
+JWKS_REFETCH_INTERVAL = 30  # at most one forced JWKS refetch per this many seconds
+ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+MAX_EXPIRES_IN = 366 * 86400
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    authorize_url: str
+    token_url: str
+    userinfo_url: str | None = None
+    revocation_url: str | None = None
+    end_session_url: str | None = None
+    jwks_uri: str | None = None
+    issuer: str | None = None
+
+
+@dataclass
+class _KeyCache:
+    keys: KeySet | None = None
+    fetched_at: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ProviderClient:
+    """One configured provider. Thread-safe: caches are shared by the app's threads."""
+
+    def __init__(self, provider: Provider, redirect_uri: str) -> None:
+        self.provider = provider
+        self.id = provider.id
+        self.redirect_uri = redirect_uri
+        self._http = requests.Session()
+        self._endpoints: Endpoints | None = None
+        self._endpoints_at = 0.0
+        self._endpoints_lock = threading.Lock()
+        self._keys = _KeyCache()
+
+    @property
+    def is_oidc(self) -> bool:
+        return self.provider.kind == "oidc"
+
+    # ---- metadata -------------------------------------------------------------------------
+
+    def endpoints(self) -> Endpoints:
+        """Configured endpoints (oauth2) or the discovery document's (oidc), cached."""
+        if not self.is_oidc:
+            p = self.provider
+            assert p.authorize_url and p.token_url  # the config guarantees both for oauth2
+            return Endpoints(p.authorize_url, p.token_url, p.userinfo_url, p.revocation_url)
+        with self._endpoints_lock:
+            if self._endpoints is None or time.time() - self._endpoints_at > METADATA_TTL:
+                self._endpoints = self._discover()
+                self._endpoints_at = time.time()
+            return self._endpoints
+
+    def _discover(self) -> Endpoints:
+        issuer = self.provider.issuer
+        document = self._get_json(f"{issuer}/.well-known/openid-configuration", "discovery")
+        # RFC 8414 §3.3 / OIDC Discovery §4.3: the document must name the issuer we asked.
+        if document.get("issuer") != issuer:
+            raise LoginUnavailable("discovery names another issuer", provider=self.id)
+        try:
+            return Endpoints(
+                authorize_url=_str(document["authorization_endpoint"]),
+                token_url=_str(document["token_endpoint"]),
+                userinfo_url=_opt_str(document.get("userinfo_endpoint")),
+                revocation_url=self.provider.revocation_url
+                or _opt_str(document.get("revocation_endpoint")),
+                end_session_url=_opt_str(document.get("end_session_endpoint")),
+                jwks_uri=_str(document["jwks_uri"]),
+                issuer=issuer,
+            )
+        except (KeyError, TypeError) as exc:
+            raise LoginUnavailable("discovery document is incomplete", provider=self.id) from exc
+
+    def _get_json(self, url: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            reply = self._http.get(url, timeout=HTTP_TIMEOUT, **kwargs)
+            reply.raise_for_status()
+            document = reply.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise LoginUnavailable(f"cannot fetch {what}", provider=self.id) from exc
+        if not isinstance(document, dict):
+            raise LoginUnavailable(f"{what} is not a JSON object", provider=self.id)
+        return document
+
+    def _key_set(self, kid: str | None) -> KeySet:
+        """The provider's JWKS; refetched (rate-limited) when a token names an unknown kid."""
+        cache = self._keys
+        with cache.lock:
+            known = cache.keys is not None and (
+                kid is None or any(key.kid == kid for key in cache.keys.keys)
+            )
+            stale = time.time() - cache.fetched_at > METADATA_TTL
+            may_refetch = time.time() - cache.fetched_at > JWKS_REFETCH_INTERVAL
+            if cache.keys is None or stale or (not known and may_refetch):
+                jwks_uri = self.endpoints().jwks_uri
+                assert jwks_uri is not None
+                try:
+                    cache.keys = KeySet.import_key_set(self._get_json(jwks_uri, "JWKS"))  # type: ignore[arg-type]
+                except (JoseError, ValueError, TypeError) as exc:
+                    raise LoginUnavailable("JWKS does not parse", provider=self.id) from exc
+                cache.fetched_at = time.time()
+            assert cache.keys is not None
+            return cache.keys
+
+    # ---- the authorization code flow ----------------------------------------------------
+
+    def _oauth(self) -> OAuth2Session:
+        return OAuth2Session(
+            client_id=self.provider.client_id,
+            client_secret=self.provider.client_secret,
+            scope=" ".join(self.provider.scopes) or None,
+            redirect_uri=self.redirect_uri,
+            code_challenge_method="S256",
+            token_endpoint_auth_method=(
+                "client_secret_basic" if self.provider.client_secret else "none"
+            ),
+        )
+
+    def authorization_url(self, *, state: str, code_verifier: str, nonce: str | None) -> str:
+        extra = {"nonce": nonce} if nonce else {}
+        with self._oauth() as oauth:
+            url, _ = oauth.create_authorization_url(
+                self.endpoints().authorize_url, state=state, code_verifier=code_verifier, **extra
+            )
+        return str(url)
+
+    def exchange_code(self, code: str, code_verifier: str) -> dict[str, Any]:
+        """Trade the authorization code for tokens (the provider enforces single use)."""
+        try:
+            with self._oauth() as oauth:
+                token = oauth.fetch_token(
+                    self.endpoints().token_url,
+                    code=code,
+                    code_verifier=code_verifier,
+                    timeout=HTTP_TIMEOUT,
+                )
+        except AuthlibBaseError as exc:
+            raise TokenExchangeFailed(
+                f"the provider refused the code: {exc.error}", provider=self.id
+            ) from exc
+        except (requests.RequestException, ValueError) as exc:
+            raise TokenExchangeFailed("the provider could not be reached", provider=self.id) from exc
+        return dict(token)
+
+    def token_set(self, reply: dict[str, Any], now: float) -> TokenSet:
+        """A TokenSet from a token endpoint reply, refusing replies that lack what we need."""
+        access_token = reply.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise TokenExchangeFailed("the reply has no access_token", provider=self.id)
+        expires_in = reply.get("expires_in")
+        if isinstance(expires_in, int | float) and 0 < expires_in <= MAX_EXPIRES_IN:
+            expires_at = int(now + expires_in)
+        elif self.provider.token_max_lifetime:
+            expires_at = int(now + self.provider.token_max_lifetime)
+        else:
+            expires_at = 0
+        tokens = TokenSet(
+            access_token=access_token,
+            refresh_token=_opt_str(reply.get("refresh_token")) or "",
+            id_token=_opt_str(reply.get("id_token")) or "",
+            token_type=_opt_str(reply.get("token_type")) or "Bearer",
+            scope=_opt_str(reply.get("scope")) or "",
+            expires_at=expires_at,
+        )
+        if not tokens.presentable:
+            raise TokenExchangeFailed("the access token has characters a header cannot carry")
+        return tokens
+
+    # ---- identity -----------------------------------------------------------------------
+
+    def verify_id_token(self, id_token: str, nonce: str, now: float) -> dict[str, Any]:
+        """Claims of a valid ID token for this client and this login attempt's nonce."""
+        claims = self._verify_jwt(id_token, IdTokenInvalid)
+        registry = jwt.JWTClaimsRegistry(
+            now=int(now),
+            leeway=CLOCK_SKEW,
+            iss={"essential": True, "value": self.provider.issuer},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+            nonce={"essential": True, "value": nonce},
+        )
+        try:
+            registry.validate(claims)
+        except JoseError as exc:
+            raise IdTokenInvalid(f"ID token claim refused: {exc}", provider=self.id) from exc
+        self._check_audience(claims, IdTokenInvalid)
+        iat = claims["iat"]
+        if not isinstance(iat, int | float) or iat < now - MAX_ID_TOKEN_AGE:
+            raise IdTokenInvalid("ID token is too old", provider=self.id)
+        return claims
+
+    def verify_logout_token(self, logout_token: str, now: float) -> dict[str, Any]:
+        """Claims of a valid OIDC back-channel logout token (Back-Channel Logout 1.0 §2.6)."""
+        claims = self._verify_jwt(logout_token, IdTokenInvalid)
+        registry = jwt.JWTClaimsRegistry(
+            now=int(now),
+            leeway=CLOCK_SKEW,
+            iss={"essential": True, "value": self.provider.issuer},
+            iat={"essential": True},
+            jti={"essential": True},
+        )
+        try:
+            registry.validate(claims)
+        except JoseError as exc:
+            raise IdTokenInvalid(f"logout token claim refused: {exc}", provider=self.id) from exc
+        self._check_audience(claims, IdTokenInvalid)
+        events = claims.get("events")
+        if not isinstance(events, dict) or _BACKCHANNEL_EVENT not in events:
+            raise IdTokenInvalid("logout token lacks the back-channel logout event")
+        if "nonce" in claims:
+            raise IdTokenInvalid("a logout token must not carry a nonce")
+        if not (_opt_str(claims.get("sid")) or _opt_str(claims.get("sub"))):
+            raise IdTokenInvalid("logout token names neither sid nor sub")
+        if claims["iat"] < now - MAX_ID_TOKEN_AGE or claims["iat"] > now + CLOCK_SKEW:
+            raise IdTokenInvalid("logout token is not fresh")
+        return claims
+
+    def _verify_jwt(self, token: str, error: type[IdTokenInvalid]) -> dict[str, Any]:
+        try:
+            header = jws.extract_compact(token.encode("ascii")).protected
+        except (JoseError, ValueError, UnicodeError) as exc:
+            raise error("token is not a compact JWS", provider=self.id) from exc
+        if header.get("alg") not in ALLOWED_ALGORITHMS:
+            raise error(f"token algorithm {header.get('alg')!r} is not allowed", provider=self.id)
+        kid = header.get("kid")
+        keys = self._key_set(kid if isinstance(kid, str) else None)
+        try:
+            decoded = jwt.decode(token, keys, algorithms=list(ALLOWED_ALGORITHMS))
+        except (JoseError, ValueError) as exc:
+            raise error(f"token signature does not verify: {exc}", provider=self.id) from exc
+        return dict(decoded.claims)
+
+    def _check_audience(self, claims: dict[str, Any], error: type[IdTokenInvalid]) -> None:
+        client_id = self.provider.client_id
+        audience = claims.get("aud")
+        audiences = [audience] if isinstance(audience, str) else audience
+        if not isinstance(audiences, list) or client_id not in audiences:
+            raise error("token is meant for another client", provider=self.id)
+        azp = claims.get("azp")
+        # OIDC Core §3.1.3.7: with several audiences the authorized party must be us.
+        if (azp is not None or len(audiences) > 1) and azp != client_id:
+            raise error("token's authorized party is another client", provider=self.id)
+
+    def identity_from_claims(self, claims: dict[str, Any]) -> Identity:
+        groups = claims.get("groups")
+        return Identity(
+            subject=str(claims["sub"]),
+            email=_opt_str(claims.get("email")) or "",
+            name=_opt_str(claims.get("name")) or _opt_str(claims.get("preferred_username")) or "",
+            groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
+            provider_session_id=_opt_str(claims.get("sid")) or "",
+        )
+
+    def identity_from_userinfo(self, access_token: str) -> Identity:
+        """Identity for a plain OAuth2 primary provider, from its userinfo endpoint."""
+        url = self.endpoints().userinfo_url
+        if not url:
+            raise ProviderError("the provider has no userinfo endpoint", provider=self.id)
+        info = self._get_json(url, "userinfo", headers={"Authorization": f"Bearer {access_token}"})
+        subject = info.get("sub", info.get("id"))
+        if subject in (None, ""):
+            raise TokenExchangeFailed("userinfo names no subject", provider=self.id)
+        return self.identity_from_claims({**info, "sub": subject, "sid": None})
+
+    # ---- logout -------------------------------------------------------------------------
+
+    def revoke(self, tokens: TokenSet) -> bool:
+        """RFC 7009 revocation of the refresh token (and access token); best effort."""
+        url = self.endpoints().revocation_url
+        if not url:
+            return False
+        revoked = True
+        auth = (self.provider.client_id, self.provider.client_secret or "")
+        for token, hint in ((tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")):
+            if not token:
+                continue
+            try:
+                reply = self._http.post(
+                    url,
+                    data={"token": token, "token_type_hint": hint, "client_id": self.provider.client_id},
+                    auth=auth if self.provider.client_secret else None,
+                    timeout=HTTP_TIMEOUT,
+                )
+                revoked = revoked and reply.status_code == 200
+            except requests.RequestException:
+                logger.warning("token revocation failed", extra={"provider": self.id})
+                revoked = False
+        return revoked
+
+
+_BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("expected a non-empty string")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,41 @@
+"""A scripted browser: follows redirects through the gateway's login and the IdPs' forms."""
+
+from __future__ import annotations
+
+from urllib.parse import urljoin
+
+import requests
+
+from tests.support.dev_idp import submit_login_form
+from tests.support.stack import Stack
+
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+
+def follow(
+    browser: requests.Session, response: requests.Response, *, username: str = "alice",
+    password: str = "alice", max_hops: int = 20, seen: list[requests.Response] | None = None,
+) -> requests.Response:
+    """Follow redirects, logging in at every IdP form on the way; return the final page.
+
+    Every response on the way is appended to ``seen`` when it is given."""
+    for _ in range(max_hops):
+        if seen is not None:
+            seen.append(response)
+        if response.is_redirect:
+            target = urljoin(response.url, response.headers["location"])
+            response = browser.get(target, headers=HTML, allow_redirects=False, timeout=10)
+        elif response.status_code == 200 and 'id="password"' in response.text:
+            response = submit_login_form(browser, response, username=username, password=password)
+        else:
+            return response
+    raise AssertionError(f"more than {max_hops} hops, last at {response.url}")
+
+
+def browser_login(
+    stack: Stack, path: str = "/api/whoami", browser: requests.Session | None = None, **kwargs
+) -> tuple[requests.Session, requests.Response]:
+    """Open a protected page and log in through every provider; returns (browser, page)."""
+    browser = browser or requests.Session()
+    first = browser.get(stack.url + path, headers=HTML, allow_redirects=False, timeout=10)
+    return browser, follow(browser, first, **kwargs)
