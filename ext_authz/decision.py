@@ -30,6 +30,7 @@ from ext_authz.request import (
     request_origin,
 )
 from gateway.config import GatewayConfig, Route, TokenFormat
+from gateway.credentials import looks_like_credential
 from gateway.errors import CredentialError
 from gateway.sessions import Session, TokenSet
 
@@ -110,8 +111,9 @@ class Decider:
         self._routes_longest_first = sorted(
             config.routes, key=lambda r: len(r.prefix), reverse=True
         )
-        self._cookie_name = config.cookie_name
-        # Strip both spellings so a cookie set over http cannot ride along behind https.
+        # Only the real name is read: on https that is the __Host- one, which no sibling host
+        # or plain-http reply can plant. Both spellings are stripped before the backend.
+        self._credential_cookie = frozenset({config.cookie_name})
         self._cookie_names = frozenset({config.cookie_name, config.session.cookie_name})
         self._max_cookie_bytes = config.ext_authz.max_cookie_header_bytes
         self._managed = config.managed_headers()
@@ -144,9 +146,10 @@ class Decider:
         if route.public or is_preflight(request):
             return self._allow_anonymous(request, route, "public" if route.public else "preflight")
         try:
-            presented = read_credential(request, self._cookie_names, self._max_cookie_bytes)
+            presented = read_credential(request, self._credential_cookie, self._max_cookie_bytes)
         except CredentialError:
-            return self._refuse(request, route, "invalid_credential", from_cookie=True)
+            from_cookie = not _carries_bearer_credential(request)
+            return self._refuse(request, route, "invalid_credential", from_cookie=from_cookie)
         if presented is None:
             return self._refuse(request, route, "no_session", from_cookie=False)
         if presented.source is CredentialSource.COOKIE and not self._origin_allowed(request):
@@ -213,7 +216,7 @@ class Decider:
         set_names = {name for name, _ in set_headers}
         remove = [name for name in self._managed if name not in set_names]
         cookie_header = request.header("cookie")
-        if cookie_header:
+        if cookie_header and any(name in cookie_header for name in self._cookie_names):
             kept = cookie_header_without(cookie_header, self._cookie_names)
             if not kept:
                 remove.append("cookie")
@@ -250,7 +253,8 @@ class Decider:
 
     def login_url(self, request: CheckRequest) -> str:
         """Where to log in and come back to this request's URL (always on our own origin)."""
-        return self._login_url + "?" + urlencode({"redirect_url": self._public_url + request.path})
+        path = request.path if request.path.startswith("/") else "/"
+        return self._login_url + "?" + urlencode({"redirect_url": self._public_url + path})
 
     def _json_deny(
         self,
@@ -272,6 +276,11 @@ class Decider:
             *extra,
         )
         return Deny(route_name, reason, status, headers, json.dumps(body))
+
+
+def _carries_bearer_credential(request: CheckRequest) -> bool:
+    scheme, _, token = request.header("authorization").partition(" ")
+    return scheme.lower() == "bearer" and looks_like_credential(token.strip())
 
 
 def _token_problem(tokens: TokenSet | None, now: float) -> str | None:

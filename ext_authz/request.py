@@ -85,7 +85,7 @@ def read_credential(
     cookie_header = request.header("cookie")
     if not cookie_header:
         return None
-    if len(cookie_header) > max_cookie_bytes:
+    if len(cookie_header.encode("utf-8", "surrogatepass")) > max_cookie_bytes:
         raise CredentialError("cookie header is too large")
     values = {value for name, value in split_cookies(cookie_header) if name in cookie_names}
     if not values:

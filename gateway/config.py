@@ -13,6 +13,7 @@ Secrets never need to live in the file. These environment variables override it:
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -87,8 +88,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def _origin_of(url: str) -> str:
+    """scheme://host[:port] as browsers send it in Origin: lower-case, no default port."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    scheme, host, port = parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
 
 
 class _Model(BaseModel):
@@ -343,9 +350,12 @@ class GatewayConfig(_Model):
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
         provider_ids = [p.id for p in self.providers]
-        _no_duplicates("providers", provider_ids)
-        _no_duplicates("routes", [r.name for r in self.routes])
-        _no_duplicates("routes prefix", [r.prefix for r in self.routes])
+        _no_duplicates("providers", "id", provider_ids)
+        _no_duplicates("routes", "name", [r.name for r in self.routes])
+        _no_duplicates("routes", "prefix", [r.prefix for r in self.routes])
+        _no_duplicates(
+            "providers", "id (as a secret variable)", [provider_secret_variable(p) for p in provider_ids]
+        )
         auth_prefix = self.login_app.path_prefix
         for index, route in enumerate(self.routes):
             if route.provider is not None and route.provider not in provider_ids:
@@ -387,11 +397,11 @@ class GatewayConfig(_Model):
         return None
 
 
-def _no_duplicates(what: str, values: list[str]) -> None:
+def _no_duplicates(collection: str, field: str, values: list[str]) -> None:
     seen: set[str] = set()
-    for value in values:
+    for index, value in enumerate(values):
         if value in seen:
-            raise ValueError(f"{what}: {value!r} appears twice")
+            raise ValueError(f"{collection}[{index}].{field}: {value!r} appears twice")
         seen.add(value)
 
 
@@ -435,7 +445,8 @@ def parse_config(raw: Any, environ: Mapping[str, str] | None = None) -> GatewayC
     """Validate already-parsed YAML data (plus environment overrides) into a config."""
     if not isinstance(raw, dict):
         raise ConfigError("(top level): the configuration must be a mapping")
-    raw = _apply_environment(raw, environ or {})
+    # Work on a copy: secrets from the environment must not leak into the caller's data.
+    raw = _apply_environment(copy.deepcopy(raw), environ or {})
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:

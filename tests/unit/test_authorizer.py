@@ -1,0 +1,166 @@
+"""One check end to end around a fake session source: failures fail closed, lookups are rare."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from ext_authz.authorizer import Authorizer
+from ext_authz.decision import Allow, Decider, Decision, Deny, Lookup
+from ext_authz.request import CheckRequest
+from gateway.config import GatewayConfig, parse_config
+from gateway.credentials import SessionCredential
+from gateway.errors import SessionInvalid, StoreUnavailable
+from gateway.sessions import Identity, Session, TokenSet
+
+PUBLIC_URL = "http://gateway.test:8080"
+COOKIE = "gw_session"
+NOW = 1_700_000_000
+
+
+class FakeSessionSource:
+    """Answers every load with one outcome (a session, None, or an error) and counts calls."""
+
+    def __init__(self, outcome: Session | BaseException | None = None) -> None:
+        self.outcome = outcome
+        self.loaded: list[SessionCredential] = []
+
+    async def load(self, credential: SessionCredential) -> Session | None:
+        self.loaded.append(credential)
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+def gateway_config() -> GatewayConfig:
+    backend = "http://backend.test"
+    data: dict[str, Any] = {
+        "public_url": PUBLIC_URL,
+        "session": {"cookie_name": COOKIE},
+        "providers": [
+            {"id": "primary", "kind": "oidc", "issuer": "https://idp.test", "client_id": "gw"}
+        ],
+        "routes": [
+            {"name": "api", "prefix": "/api/", "upstream": backend, "provider": "primary"},
+            {"name": "status", "prefix": "/status", "upstream": backend, "public": True},
+        ],
+    }
+    return parse_config(data, {"GATEWAY_SECRET_KEYS": "x" * 40})
+
+
+@pytest.fixture
+def decider() -> Decider:
+    return Decider(gateway_config())
+
+
+@pytest.fixture
+def credential() -> SessionCredential:
+    return SessionCredential.generate()
+
+
+def live_session(expires_at: int = NOW + 3600) -> Session:
+    return Session(
+        identity=Identity("user-42"),
+        created_at=NOW,
+        expires_at=expires_at,
+        tokens={"primary": TokenSet("primary-access-token", expires_at=NOW + 600)},
+    )
+
+
+def check(decider: Decider, source: FakeSessionSource, request: CheckRequest) -> Decision:
+    return asyncio.run(Authorizer(decider, source, clock=lambda: NOW).check(request))
+
+
+def with_cookie(credential: SessionCredential, method: str = "GET", **headers: str) -> CheckRequest:
+    all_headers = {k.replace("_", "-"): v for k, v in headers.items()}
+    all_headers["cookie"] = f"{COOKIE}={credential.encode()}"
+    return CheckRequest(method, "/api/items", all_headers, "api")
+
+
+def test_a_live_session_is_looked_up_once_and_allowed(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    source = FakeSessionSource(live_session())
+    decision = check(decider, source, with_cookie(credential))
+    assert isinstance(decision, Allow)
+    assert dict(decision.set_headers)["authorization"] == "Bearer primary-access-token"
+    assert source.loaded == [credential]
+
+
+def test_redis_unavailable_becomes_a_503_not_a_logout(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    source = FakeSessionSource(StoreUnavailable("connection refused"))
+    decision = check(decider, source, with_cookie(credential))
+    assert isinstance(decision, Deny)
+    assert (decision.status, decision.reason) == (503, Lookup.UNAVAILABLE)
+    assert "set-cookie" not in dict(decision.headers)
+
+
+def test_an_unreadable_record_becomes_invalid_session(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    source = FakeSessionSource(SessionInvalid("does not authenticate"))
+    decision = check(decider, source, with_cookie(credential))
+    assert isinstance(decision, Deny)
+    assert (decision.status, decision.reason) == (401, Lookup.INVALID)
+    assert "set-cookie" in dict(decision.headers)
+
+
+def test_no_record_becomes_unknown_session(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    decision = check(decider, FakeSessionSource(None), with_cookie(credential))
+    assert isinstance(decision, Deny)
+    assert (decision.status, decision.reason) == (401, Lookup.UNKNOWN)
+
+
+def test_the_injected_clock_decides_expiry(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    source = FakeSessionSource(live_session(expires_at=NOW))
+    decision = check(decider, source, with_cookie(credential))
+    assert isinstance(decision, Deny) and decision.reason == "session_expired"
+
+
+def test_an_unexpected_error_from_the_source_propagates_to_the_servicer(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    # Only our two error types are translated here; anything else is the servicer's to deny.
+    with pytest.raises(RuntimeError):
+        check(decider, FakeSessionSource(RuntimeError("bug")), with_cookie(credential))
+
+
+@pytest.mark.parametrize(
+    ("request_", "status"),
+    [
+        pytest.param(CheckRequest("OPTIONS", "/api/x", {
+            "cookie": f"{COOKIE}={SessionCredential.generate().encode()}",
+            "origin": "https://app.example", "access-control-request-method": "PUT"}, "api"),
+            None, id="cors-preflight"),
+        pytest.param(CheckRequest("GET", "/api/x", {}, "api"), 401, id="no-credential"),
+        pytest.param(CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage"}, "api"), 401,
+                     id="garbled-cookie"),
+        pytest.param(CheckRequest("POST", "/api/x", {
+            "cookie": f"{COOKIE}={SessionCredential.generate().encode()}",
+            "origin": "https://evil.example"}, "api"), 403, id="csrf-refusal"),
+        pytest.param(CheckRequest("GET", "/status", {
+            "cookie": f"{COOKIE}={SessionCredential.generate().encode()}"}, "status"),
+            None, id="public-route"),
+        pytest.param(CheckRequest("GET", "/api/x", {
+            "cookie": f"{COOKIE}={SessionCredential.generate().encode()}"}, "nope"),
+            403, id="unknown-route"),
+    ],
+)
+def test_no_lookup_happens_when_the_answer_needs_no_session(
+    decider: Decider, request_: CheckRequest, status: int | None
+) -> None:
+    source = FakeSessionSource(live_session())
+    decision = check(decider, source, request_)
+    assert source.loaded == []
+    if status is None:
+        assert isinstance(decision, Allow)
+    else:
+        assert isinstance(decision, Deny) and decision.status == status
