@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck protos check-protos unit integration render-envoy image clean
+.PHONY: chromium run test lint typecheck protos check-protos unit integration render-envoy image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,11 @@ run: $(STAMP)
 	$(BIN)/python -m devtools.run_stack
 
 ## Everything CI runs: lint, types, generated-code check, all tests.
-test: $(STAMP) lint typecheck check-protos
+test: $(STAMP) lint typecheck check-protos chromium
 	$(BIN)/python -m pytest -q
+
+chromium:
+	bash devtools/ensure-chromium.sh
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from devtools.processes import REPO_ROOT, ManagedProcess, find_binary, port_open
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig, load_config, provider_secret_variable
 from gateway.envoy_config import render_envoy_yaml
 
 RUN_DIR = REPO_ROOT / ".run"
@@ -63,57 +63,144 @@ def _processes(config: GatewayConfig, config_path: Path, env: dict[str, str]) ->
         (
             ManagedProcess(
                 "redis",
-                [find_binary("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
-                 "--dir", str(RUN_DIR / "redis"), "--save", "60 1", "--appendonly", "no"],
+                [
+                    find_binary("redis-server"),
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(RUN_DIR / "redis"),
+                    "--save",
+                    "60 1",
+                    "--appendonly",
+                    "no",
+                ],
                 log_dir=LOGS,
             ),
             lambda: port_open(redis_port),
         )
     ]
     for port in sorted({_url_port(route.upstream) for route in config.routes}):
-        plan.append((
-            ManagedProcess(f"echo-backend-{port}",
-                           [python, "-m", "devtools.echo_backend", "--port", str(port)],
-                           log_dir=LOGS),
-            lambda port=port: port_open(port),
-        ))
+        plan.append(
+            (
+                ManagedProcess(
+                    f"echo-backend-{port}",
+                    [python, "-m", "devtools.echo_backend", "--port", str(port)],
+                    log_dir=LOGS,
+                ),
+                lambda port=port: port_open(port),
+            )
+        )
     plan += _dev_idps(config)
     authz_host, authz_port = _host_port(config.ext_authz.listen)
     login_host, login_port = _host_port(config.login_app.listen)
     plan += [
         (
-            ManagedProcess("ext-authz", [python, "-m", "ext_authz", "--config", str(config_path)],
-                           env=env, log_dir=LOGS),
+            ManagedProcess(
+                "ext-authz",
+                [python, "-m", "ext_authz", "--config", str(config_path)],
+                env=env,
+                log_dir=LOGS,
+            ),
             lambda: port_open(authz_port, authz_host),
         ),
         (
-            ManagedProcess("login-app", [python, "-m", "login_app", "--config", str(config_path)],
-                           env=env, log_dir=LOGS),
+            ManagedProcess(
+                "login-app",
+                [python, "-m", "login_app", "--config", str(config_path)],
+                env=env,
+                log_dir=LOGS,
+            ),
             lambda: port_open(login_port, login_host),
         ),
     ]
     bootstrap = RUN_DIR / "envoy.yaml"
     bootstrap.write_text(render_envoy_yaml(config))
-    plan.append((
-        ManagedProcess("envoy", [find_binary("envoy"), "-c", str(bootstrap),
-                                 "--disable-hot-restart", "--log-level", "warning"],
-                       log_dir=LOGS),
-        lambda: _envoy_ready(config),
-    ))
+    plan.append(
+        (
+            ManagedProcess(
+                "envoy",
+                [
+                    find_binary("envoy"),
+                    "-c",
+                    str(bootstrap),
+                    "--disable-hot-restart",
+                    "--log-level",
+                    "warning",
+                ],
+                log_dir=LOGS,
+            ),
+            lambda: _envoy_ready(config),
+        )
+    )
     return plan
+
+
+DEV_CLIENT_SECRET = "dev-client-secret-not-for-production"
 
 
 def _dev_idps(config: GatewayConfig) -> list[tuple]:
     """A dev identity provider for each provider whose endpoints are on this machine."""
-    return []
+    public = config.public_url
+    prefix = config.login_app.path_prefix
+    plan: list[tuple] = []
+    for provider in config.providers:
+        url = provider.issuer if provider.kind == "oidc" else provider.authorize_url
+        parts = urlsplit(url or "")
+        if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+            continue
+        argv = [
+            sys.executable,
+            "-m",
+            "devtools.dev_idp",
+            "--host",
+            parts.hostname,
+            "--port",
+            str(parts.port),
+            "--mode",
+            provider.kind,
+            "--issuer",
+            f"{parts.scheme}://{parts.netloc}",
+            "--client",
+            f"{provider.client_id}:{DEV_CLIENT_SECRET}:{public}{prefix}/callback",
+            "--user",
+            "alice:alice:alice@example.org:Alice Ärger:admins+users",
+            "--user",
+            "bob:bob:bob@example.org:Bob Bähr:users",
+        ]
+        if provider.kind == "oidc":
+            argv += [
+                "--post-logout-redirect-uri",
+                f"{public}{prefix}/logged-out",
+                "--backchannel-logout-uri",
+                f"http://{config.login_app.listen}{prefix}/backchannel-logout",
+            ]
+        plan.append(
+            (
+                ManagedProcess(f"idp-{provider.id}", argv, log_dir=LOGS),
+                lambda port=parts.port: port_open(port),
+            )
+        )
+    return plan
+
+
+def _environment(config_providers: list[str]) -> dict[str, str]:
+    """Secrets for the processes: from the environment, else development values."""
+    env = {"GATEWAY_SECRET_KEYS": os.environ.get("GATEWAY_SECRET_KEYS") or _dev_secret()}
+    for provider_id in config_providers:
+        name = provider_secret_variable(provider_id)
+        env[name] = os.environ.get(name) or DEV_CLIENT_SECRET
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO_ROOT / "gateway.yaml"))
     args = parser.parse_args(argv)
-    env = {"GATEWAY_SECRET_KEYS": os.environ.get("GATEWAY_SECRET_KEYS") or _dev_secret()}
     config_path = Path(args.config).resolve()
+    provisional = load_config(config_path, {**os.environ, "GATEWAY_SECRET_KEYS": _dev_secret()})
+    env = _environment([p.id for p in provisional.providers])
     config = load_config(config_path, {**os.environ, **env})
 
     started: list[ManagedProcess] = []
@@ -131,10 +218,14 @@ def main(argv: list[str] | None = None) -> int:
             started.append(process)
             print(f"  started {process.name:<16} log: {process.log_path.relative_to(REPO_ROOT)}")
         print(f"\nThe gateway is up at {config.public_url}\n")
+        print(f"Log in with a browser: open {config.public_url}/api/hello and sign in as")
+        print("alice / alice at each dev identity provider. Log out: /auth/logout\n")
         print("Create a session and call the demo backend through Envoy:")
         if "GATEWAY_SECRET_KEYS" not in os.environ:
             print("  export GATEWAY_SECRET_KEYS=$(cat .run/secret-key)")
-        print("  COOKIE=$(.venv/bin/gateway session create --user alice --token primary=demo-token)")
+        print(
+            "  COOKIE=$(.venv/bin/gateway session create --user alice --token primary=demo-token)"
+        )
         print(f"  curl -s -b {config.cookie_name}=$COOKIE {config.public_url}/api/hello\n")
         print("Press Ctrl-C to stop.")
         while not stop_requested:

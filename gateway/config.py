@@ -354,7 +354,9 @@ class GatewayConfig(_Model):
         _no_duplicates("routes", "name", [r.name for r in self.routes])
         _no_duplicates("routes", "prefix", [r.prefix for r in self.routes])
         _no_duplicates(
-            "providers", "id (as a secret variable)", [provider_secret_variable(p) for p in provider_ids]
+            "providers",
+            "id (as a secret variable)",
+            [provider_secret_variable(p) for p in provider_ids],
         )
         auth_prefix = self.login_app.path_prefix
         for index, route in enumerate(self.routes):

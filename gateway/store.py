@@ -74,7 +74,9 @@ class SessionStore:
     def _index_keys(self, session: Session) -> list[str]:
         keys = [self._codec.user_index_key(session.identity.subject)]
         if session.identity.provider_session_id:
-            keys.append(self._codec.provider_session_index_key(session.identity.provider_session_id))
+            keys.append(
+                self._codec.provider_session_index_key(session.identity.provider_session_id)
+            )
         return keys
 
     def load(self, credential: SessionCredential) -> Session | None:

@@ -7,7 +7,8 @@ can plant one.
 
 from __future__ import annotations
 
-from flask import Request, Response
+from flask import Request
+from werkzeug.wrappers import Response
 
 from gateway.config import GatewayConfig
 from gateway.credentials import SessionCredential
@@ -34,8 +35,13 @@ def _set(response: Response, config: GatewayConfig, name: str, value: str, max_a
 def set_session_cookie(
     response: Response, config: GatewayConfig, credential: SessionCredential
 ) -> None:
-    _set(response, config, config.cookie_name, credential.encode(),
-         int(config.session.absolute_lifetime))
+    _set(
+        response,
+        config,
+        config.cookie_name,
+        credential.encode(),
+        int(config.session.absolute_lifetime),
+    )
 
 
 def expire_session_cookie(response: Response, config: GatewayConfig) -> None:

@@ -11,14 +11,20 @@ import logging
 import time
 from dataclasses import asdict
 
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, redirect, request
+from werkzeug.wrappers import Response
 
 from gateway.credentials import SessionCredential
 from gateway.errors import SessionInvalid
 from gateway.sessions import Session
 from gateway.store import new_session_times
 from login_app.attempts import LoginAttempt, binding_bytes, new_binding
-from login_app.cookies import binding_cookie_name, request_credential, set_binding_cookie, set_session_cookie
+from login_app.cookies import (
+    binding_cookie_name,
+    request_credential,
+    set_binding_cookie,
+    set_session_cookie,
+)
 from login_app.errors import IdTokenInvalid, LoginError, ProviderError, StateMismatch
 from login_app.redirects import safe_redirect_target
 from login_app.services import Services, parse_credential, services

@@ -6,7 +6,8 @@ import logging
 import time
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request
+from flask import Blueprint, jsonify, redirect, render_template, request
+from werkzeug.wrappers import Response
 
 from gateway.errors import SessionInvalid
 from gateway.redis_client import translate_redis_errors
@@ -62,12 +63,19 @@ def logout() -> Response:
         except LoginUnavailable:
             end_session = None
         if end_session:
-            destination = end_session + "?" + urlencode({
-                "id_token_hint": id_token.id_token,
-                "post_logout_redirect_uri": logged_out,
-                "client_id": primary.provider.client_id,
-                "state": target,
-            })
+            destination = (
+                end_session
+                + "?"
+                + urlencode(
+                    {
+                        "id_token_hint": id_token.id_token,
+                        "post_logout_redirect_uri": logged_out,
+                        "client_id": primary.provider.client_id,
+                        "state": target,
+                    }
+                )
+            )
+    response: Response
     if request.method == "POST" and request.accept_mimetypes.best == "application/json":
         response = jsonify(logged_out=True, logout_url=destination)
     else:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlencode
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, jsonify, render_template, request
+from werkzeug.wrappers import Response
 
 from gateway.errors import StoreUnavailable
 from login_app.errors import LoginError, LoginUnavailable
@@ -44,7 +45,9 @@ def error_response(error: LoginError) -> tuple[Response | str, int]:
         return jsonify(error=error.code, message=message), error.status
     retry_url = None
     if error.retry:
-        retry_url = services().url("/login") + "?" + urlencode({"redirect_url": config.public_url + "/"})
+        retry_url = (
+            services().url("/login") + "?" + urlencode({"redirect_url": config.public_url + "/"})
+        )
     page = render_template(
         "error.html",
         title=error.title,
@@ -60,8 +63,10 @@ def error_response(error: LoginError) -> tuple[Response | str, int]:
 def init_app(app: Flask) -> None:
     @app.errorhandler(LoginError)
     def _login_error(error: LoginError):  # type: ignore[no-untyped-def]
-        logger.info("login error", extra={"code": error.code, "detail": str(error),
-                                          "provider": error.provider})
+        logger.info(
+            "login error",
+            extra={"code": error.code, "detail": str(error), "provider": error.provider},
+        )
         return error_response(error)
 
     @app.errorhandler(StoreUnavailable)

@@ -68,6 +68,12 @@ class ProviderClient:
         self._keys = _KeyCache()
 
     @property
+    def _issuer(self) -> str:
+        if self.provider.issuer is None:
+            raise IdTokenInvalid("an oauth2 provider issues no ID tokens", provider=self.id)
+        return self.provider.issuer
+
+    @property
     def is_oidc(self) -> bool:
         return self.provider.kind == "oidc"
 
@@ -173,7 +179,9 @@ class ProviderClient:
                 f"the provider refused the code: {exc.error}", provider=self.id
             ) from exc
         except (requests.RequestException, ValueError) as exc:
-            raise TokenExchangeFailed("the provider could not be reached", provider=self.id) from exc
+            raise TokenExchangeFailed(
+                "the provider could not be reached", provider=self.id
+            ) from exc
         return dict(token)
 
     def token_set(self, reply: dict[str, Any], now: float) -> TokenSet:
@@ -208,7 +216,7 @@ class ProviderClient:
         registry = jwt.JWTClaimsRegistry(
             now=int(now),
             leeway=CLOCK_SKEW,
-            iss={"essential": True, "value": self.provider.issuer},
+            iss={"essential": True, "value": self._issuer},
             sub={"essential": True},
             exp={"essential": True},
             iat={"essential": True},
@@ -230,7 +238,7 @@ class ProviderClient:
         registry = jwt.JWTClaimsRegistry(
             now=int(now),
             leeway=CLOCK_SKEW,
-            iss={"essential": True, "value": self.provider.issuer},
+            iss={"essential": True, "value": self._issuer},
             iat={"essential": True},
             jti={"essential": True},
         )
@@ -282,7 +290,9 @@ class ProviderClient:
             subject=str(claims["sub"]),
             email=_opt_str(claims.get("email")) or "",
             name=_opt_str(claims.get("name")) or _opt_str(claims.get("preferred_username")) or "",
-            groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
+            groups=tuple(g for g in groups if isinstance(g, str))
+            if isinstance(groups, list)
+            else (),
             provider_session_id=_opt_str(claims.get("sid")) or "",
         )
 
@@ -306,13 +316,20 @@ class ProviderClient:
             return False
         revoked = True
         auth = (self.provider.client_id, self.provider.client_secret or "")
-        for token, hint in ((tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")):
+        for token, hint in (
+            (tokens.refresh_token, "refresh_token"),
+            (tokens.access_token, "access_token"),
+        ):
             if not token:
                 continue
             try:
                 reply = self._http.post(
                     url,
-                    data={"token": token, "token_type_hint": hint, "client_id": self.provider.client_id},
+                    data={
+                        "token": token,
+                        "token_type_hint": hint,
+                        "client_id": self.provider.client_id,
+                    },
                     auth=auth if self.provider.client_secret else None,
                     timeout=HTTP_TIMEOUT,
                 )

@@ -16,7 +16,7 @@ from login_app.providers import ProviderClient
 from tests.support.dev_idp import submit_login_form
 from tests.support.login import HTML, browser_login
 from tests.support.servers import EchoBackend, RedisServer, gateway_env
-from tests.support.stack import PRIMARY_SECRET, GITLAB_SECRET, Stack, start_stack
+from tests.support.stack import GITLAB_SECRET, PRIMARY_SECRET, Stack, start_stack
 from tests.unit.test_redirects import OPEN_REDIRECT_PAYLOAD_IDS, OPEN_REDIRECT_PAYLOADS
 
 pytestmark = pytest.mark.integration
@@ -47,8 +47,12 @@ def stays_on_site(stack: Stack, response: requests.Response) -> bool:
 
 def callback_at_primary(stack: Stack, browser: requests.Session) -> requests.Response:
     """Start a login and log in at the primary IdP; return the IdP's redirect to our callback."""
-    start = browser.get(stack.url + "/auth/login?redirect_url=/api/x", headers=HTML,
-                        allow_redirects=False, timeout=10)
+    start = browser.get(
+        stack.url + "/auth/login?redirect_url=/api/x",
+        headers=HTML,
+        allow_redirects=False,
+        timeout=10,
+    )
     form = browser.get(start.headers["location"], headers=HTML, allow_redirects=False, timeout=10)
     # With an IdP session already (single sign-on) the IdP answers without its form.
     reply = form if form.is_redirect else submit_login_form(browser, form)
@@ -81,8 +85,12 @@ def assert_refused(stack, browser, response, code: str) -> None:
 def test_callback_without_state_is_refused(stack):
     browser = requests.Session()
     reply = callback_at_primary(stack, browser)
-    assert_refused(stack, browser, callback(browser, with_query(reply.headers["location"], state=None)),
-                   "state_mismatch")
+    assert_refused(
+        stack,
+        browser,
+        callback(browser, with_query(reply.headers["location"], state=None)),
+        "state_mismatch",
+    )
 
 
 def test_callback_with_a_mismatched_state_is_refused(stack):
@@ -90,8 +98,12 @@ def test_callback_with_a_mismatched_state_is_refused(stack):
     reply = callback_at_primary(stack, browser)
     state = parse_qs(urlsplit(reply.headers["location"]).query)["state"][0]
     forged = state[:-4] + ("AAAA" if not state.endswith("AAAA") else "BBBB")
-    assert_refused(stack, browser, callback(browser, with_query(reply.headers["location"],
-                                                                state=forged)), "state_mismatch")
+    assert_refused(
+        stack,
+        browser,
+        callback(browser, with_query(reply.headers["location"], state=forged)),
+        "state_mismatch",
+    )
 
 
 def test_a_callback_used_twice_is_refused_the_second_time(stack):
@@ -101,8 +113,9 @@ def test_a_callback_used_twice_is_refused_the_second_time(stack):
     assert first.status_code == 302  # on to the next provider
     other_browser = requests.Session()
     other_browser.cookies.update(browser.cookies)
-    assert_refused(stack, other_browser, callback(other_browser, reply.headers["location"]),
-                   "state_mismatch")
+    assert_refused(
+        stack, other_browser, callback(other_browser, reply.headers["location"]), "state_mismatch"
+    )
 
 
 def test_a_callback_from_another_browser_is_refused(stack):
@@ -126,8 +139,12 @@ def test_a_code_injected_into_another_attempt_is_refused(stack):
 
 def test_provider_error_reply_shows_a_page_with_a_retry(stack):
     browser = requests.Session()
-    start = browser.get(stack.url + "/auth/login?redirect_url=/api/x", headers=HTML,
-                        allow_redirects=False, timeout=10)
+    start = browser.get(
+        stack.url + "/auth/login?redirect_url=/api/x",
+        headers=HTML,
+        allow_redirects=False,
+        timeout=10,
+    )
     form = browser.get(start.headers["location"], headers=HTML, allow_redirects=False, timeout=10)
     denied = submit_login_form(browser, form, action="deny")
     assert "error=access_denied" in denied.headers["location"]
@@ -142,16 +159,20 @@ def test_an_expired_login_attempt_is_refused(stack):
     client = sync_client(stack.config.redis)
     for key in client.scan_iter(match=f"{stack.config.redis.key_prefix}login:*"):
         client.delete(key)
-    assert_refused(stack, browser, callback(browser, reply.headers["location"]),
-                   "expired_attempt")
+    assert_refused(stack, browser, callback(browser, reply.headers["location"]), "expired_attempt")
 
 
 @pytest.mark.parametrize("payload", OPEN_REDIRECT_PAYLOADS, ids=OPEN_REDIRECT_PAYLOAD_IDS)
 def test_open_redirect_payloads_are_refused_by_login_and_logout(stack, payload):
     browser = requests.Session()
     for path in ("/auth/login", "/auth/logout"):
-        response = browser.get(stack.url + path, params={"redirect_url": payload}, headers=HTML,
-                               allow_redirects=False, timeout=10)
+        response = browser.get(
+            stack.url + path,
+            params={"redirect_url": payload},
+            headers=HTML,
+            allow_redirects=False,
+            timeout=10,
+        )
         assert response.status_code == 400, (path, payload)
         assert "location" not in response.headers
         assert "rejected_redirect" in response.text
@@ -165,18 +186,31 @@ def test_a_full_login_still_works_after_all_that(stack):
 
 # ---- ID token validation against the live IdP's keys ----------------------------------------
 
+
 @pytest.fixture(scope="module")
 def primary_client(stack) -> ProviderClient:
-    config = load_config(stack.config_path, gateway_env(
-        {"GATEWAY_PROVIDER_PRIMARY_CLIENT_SECRET": PRIMARY_SECRET,
-         "GATEWAY_PROVIDER_GITLAB_CLIENT_SECRET": GITLAB_SECRET}))
+    config = load_config(
+        stack.config_path,
+        gateway_env(
+            {
+                "GATEWAY_PROVIDER_PRIMARY_CLIENT_SECRET": PRIMARY_SECRET,
+                "GATEWAY_PROVIDER_GITLAB_CLIENT_SECRET": GITLAB_SECRET,
+            }
+        ),
+    )
     return ProviderClient(config.provider("primary"), stack.url + "/auth/callback")
 
 
 def _claims(stack: Stack, **changes: object) -> dict[str, object]:
     now = int(time.time())
-    claims = {"iss": stack.idps["primary"].issuer, "sub": "u1", "aud": "gw", "iat": now,
-              "exp": now + 300, "nonce": "n-1"}
+    claims = {
+        "iss": stack.idps["primary"].issuer,
+        "sub": "u1",
+        "aud": "gw",
+        "iat": now,
+        "exp": now + 300,
+        "nonce": "n-1",
+    }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -197,8 +231,20 @@ def _claims(stack: Stack, **changes: object) -> dict[str, object]:
         ({}, {"alg": "none"}),
         ({}, {"alg": "HS256"}),
     ],
-    ids=["wrong-aud", "multi-aud-no-azp", "wrong-azp", "wrong-iss", "expired", "stale-iat",
-         "wrong-nonce", "no-nonce", "no-sub", "unknown-kid", "alg-none", "alg-hs256-confusion"],
+    ids=[
+        "wrong-aud",
+        "multi-aud-no-azp",
+        "wrong-azp",
+        "wrong-iss",
+        "expired",
+        "stale-iat",
+        "wrong-nonce",
+        "no-nonce",
+        "no-sub",
+        "unknown-kid",
+        "alg-none",
+        "alg-hs256-confusion",
+    ],
 )
 def test_id_tokens_that_must_be_refused(stack, primary_client, changes, signing):
     token = stack.idps["primary"].sign(_claims(stack, **changes), **signing)
@@ -207,9 +253,12 @@ def test_id_tokens_that_must_be_refused(stack, primary_client, changes, signing)
 
 
 def test_a_good_id_token_passes_and_rotated_keys_are_picked_up(stack, primary_client):
-    assert primary_client.verify_id_token(
-        stack.idps["primary"].sign(_claims(stack)), "n-1", time.time()
-    )["sub"] == "u1"
+    assert (
+        primary_client.verify_id_token(
+            stack.idps["primary"].sign(_claims(stack)), "n-1", time.time()
+        )["sub"]
+        == "u1"
+    )
     stack.idps["primary"].rotate_keys()
     primary_client._keys.fetched_at -= 60  # past the refetch rate limit
     token = stack.idps["primary"].sign(_claims(stack))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -61,7 +61,8 @@ def test_session_cookie_is_httponly_lax_and_scoped_to_the_whole_site(stack):
     first = browser.get(stack.url + "/api/x", headers=HTML, allow_redirects=False, timeout=10)
     follow(browser, first, seen=seen)
     set_cookies = [
-        r.headers["set-cookie"] for r in seen
+        r.headers["set-cookie"]
+        for r in seen
         if r.headers.get("set-cookie", "").startswith(stack.cookie_name + "=")
     ]
     assert len(set_cookies) == 1
@@ -72,8 +73,12 @@ def test_session_cookie_is_httponly_lax_and_scoped_to_the_whole_site(stack):
 def test_login_with_every_token_still_valid_returns_at_once(stack):
     browser, _ = browser_login(stack)
     old_credential, _ = session_of(stack, browser)
-    again = browser.get(stack.url + "/auth/login?redirect_url=/api/x", headers=HTML,
-                        allow_redirects=False, timeout=10)
+    again = browser.get(
+        stack.url + "/auth/login?redirect_url=/api/x",
+        headers=HTML,
+        allow_redirects=False,
+        timeout=10,
+    )
     assert again.status_code == 302 and again.headers["location"].endswith("/api/x")
     assert browser.cookies.get(stack.cookie_name) == old_credential.encode()
 
@@ -98,10 +103,18 @@ def test_relogin_skips_valid_providers_and_issues_a_new_session_id(stack):
 
 def test_two_tabs_logging_in_at_once_do_not_break_each_other(stack):
     browser = requests.Session()
-    tab1 = browser.get(stack.url + "/auth/login?redirect_url=/api/one", headers=HTML,
-                       allow_redirects=False, timeout=10)
-    tab2 = browser.get(stack.url + "/auth/login?redirect_url=/api/two", headers=HTML,
-                       allow_redirects=False, timeout=10)
+    tab1 = browser.get(
+        stack.url + "/auth/login?redirect_url=/api/one",
+        headers=HTML,
+        allow_redirects=False,
+        timeout=10,
+    )
+    tab2 = browser.get(
+        stack.url + "/auth/login?redirect_url=/api/two",
+        headers=HTML,
+        allow_redirects=False,
+        timeout=10,
+    )
     page2 = follow(browser, tab2)
     browser.cookies.pop(stack.cookie_name)  # tab 1 still finishes its own attempt
     page1 = follow(browser, tab1)
@@ -124,8 +137,9 @@ def test_logout_removes_the_session_revokes_at_the_idp_and_ends_access(stack):
     browser, _ = browser_login(stack)
     credential, session = session_of(stack, browser)
     before = {name: len(idp.stats()["revocations"]) for name, idp in stack.idps.items()}
-    logout = browser.get(stack.url + "/auth/logout?redirect_url=/", headers=HTML,
-                         allow_redirects=False, timeout=10)
+    logout = browser.get(
+        stack.url + "/auth/logout?redirect_url=/", headers=HTML, allow_redirects=False, timeout=10
+    )
     assert logout.status_code == 302
     end_session = urlsplit(logout.headers["location"])
     assert end_session.netloc == urlsplit(stack.idps["primary"].url).netloc
@@ -142,7 +156,8 @@ def test_logout_removes_the_session_revokes_at_the_idp_and_ends_access(stack):
     assert stack.idps["primary"].stats()["end_session_calls"] >= 1
     denied = requests.get(
         stack.url + "/api/x",
-        headers={"Cookie": f"{stack.cookie_name}={credential.encode()}"}, timeout=10,
+        headers={"Cookie": f"{stack.cookie_name}={credential.encode()}"},
+        timeout=10,
     )
     assert denied.status_code == 401
 

@@ -13,8 +13,13 @@ HTML = {"Accept": "text/html,application/xhtml+xml"}
 
 
 def follow(
-    browser: requests.Session, response: requests.Response, *, username: str = "alice",
-    password: str = "alice", max_hops: int = 20, seen: list[requests.Response] | None = None,
+    browser: requests.Session,
+    response: requests.Response,
+    *,
+    username: str = "alice",
+    password: str = "alice",
+    max_hops: int = 20,
+    seen: list[requests.Response] | None = None,
 ) -> requests.Response:
     """Follow redirects, logging in at every IdP form on the way; return the final page.
 

@@ -136,11 +136,22 @@ def _start_idps(
     )
     stoppers.append(gitlab.stop)
     raw["providers"] = [
-        {"id": "primary", "kind": "oidc", "issuer": primary.issuer, "client_id": "gw",
-         "scopes": ["openid", "profile", "email"]},
-        {"id": "gitlab", "kind": "oauth2", "client_id": "gw",
-         "authorize_url": f"{gitlab.url}/authorize", "token_url": f"{gitlab.url}/token",
-         "userinfo_url": f"{gitlab.url}/userinfo", "revocation_url": f"{gitlab.url}/revoke",
-         "scopes": ["api"]},
+        {
+            "id": "primary",
+            "kind": "oidc",
+            "issuer": primary.issuer,
+            "client_id": "gw",
+            "scopes": ["openid", "profile", "email"],
+        },
+        {
+            "id": "gitlab",
+            "kind": "oauth2",
+            "client_id": "gw",
+            "authorize_url": f"{gitlab.url}/authorize",
+            "token_url": f"{gitlab.url}/token",
+            "userinfo_url": f"{gitlab.url}/userinfo",
+            "revocation_url": f"{gitlab.url}/revoke",
+            "scopes": ["api"],
+        },
     ]
     return {"primary": primary, "gitlab": gitlab}
