@@ -4,7 +4,11 @@
     ├── ConfigError          the configuration is missing or invalid (fail at start)
     ├── CredentialError      a cookie or bearer token is malformed (deny, 401)
     ├── SessionInvalid       a record cannot be decrypted or parsed (deny, 401)
-    └── StoreUnavailable     Redis cannot answer now (deny, 503; never a logout)
+    ├── StoreUnavailable     Redis cannot answer now (deny, 503; never a logout)
+    └── ProviderFailure      an identity provider call did not give us what we need
+        ├── ProviderUnavailable  network, timeout, 5xx, broken metadata: try again later
+        ├── ProviderRejected     the provider said no (``error``: invalid_grant, ...)
+        └── TokenInvalid         an ID or logout token failed validation
 
 Third-party errors (redis, cryptography, protobuf) are translated into these in the module
 that talks to the library, chained with ``from exc``.
@@ -31,3 +35,24 @@ class SessionInvalid(GatewayError):
 
 class StoreUnavailable(GatewayError):
     code = "store_unavailable"
+
+
+class ProviderFailure(GatewayError):
+    code = "provider_failure"
+
+    def __init__(self, message: str, *, provider: str | None = None, error: str = "") -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.error = error  # the provider's OAuth error code, when it gave one
+
+
+class ProviderUnavailable(ProviderFailure):
+    code = "provider_unavailable"
+
+
+class ProviderRejected(ProviderFailure):
+    code = "provider_rejected"
+
+
+class TokenInvalid(ProviderFailure):
+    code = "invalid_token"

@@ -9,11 +9,10 @@ from urllib.parse import urlencode
 from flask import Blueprint, jsonify, redirect, render_template, request
 from werkzeug.wrappers import Response
 
-from gateway.errors import SessionInvalid
+from gateway.errors import ProviderFailure, ProviderUnavailable, SessionInvalid, TokenInvalid
 from gateway.redis_client import translate_redis_errors
 from gateway.sessions import Session
 from login_app.cookies import expire_session_cookie, request_credential
-from login_app.errors import IdTokenInvalid, LoginError, LoginUnavailable
 from login_app.login import redirect_target
 from login_app.services import Services, services
 
@@ -32,7 +31,7 @@ def _revoke_all(svc: Services, session: Session) -> dict[str, bool]:
             continue
         try:
             outcome[provider_id] = client.revoke(tokens)
-        except LoginError:
+        except ProviderFailure:
             outcome[provider_id] = False
     return outcome
 
@@ -60,7 +59,7 @@ def logout() -> Response:
     if primary is not None and primary.is_oidc and id_token and id_token.id_token:
         try:
             end_session = primary.endpoints().end_session_url
-        except LoginUnavailable:
+        except ProviderFailure:
             end_session = None
         if end_session:
             destination = (
@@ -107,9 +106,11 @@ def backchannel_logout() -> tuple[Response, int]:
         return jsonify(error="invalid_request"), 400
     try:
         claims = primary.verify_logout_token(token, time.time())
-    except IdTokenInvalid as exc:
+    except TokenInvalid as exc:
         logger.info("back-channel logout refused", extra={"detail": str(exc)})
         return jsonify(error="invalid_request"), 400
+    except ProviderUnavailable:
+        return jsonify(error="temporarily_unavailable"), 503
     replay_key = f"{svc.config.redis.key_prefix}logout-jti:{claims['jti']}"
     with translate_redis_errors("checking a logout token"):
         fresh = svc.redis.set(replay_key, b"1", nx=True, ex=_LOGOUT_TOKEN_REPLAY_SECONDS)

@@ -8,8 +8,18 @@ from urllib.parse import urlencode
 from flask import Flask, jsonify, render_template, request
 from werkzeug.wrappers import Response
 
-from gateway.errors import StoreUnavailable
-from login_app.errors import LoginError, LoginUnavailable
+from gateway.errors import (
+    ProviderFailure,
+    ProviderUnavailable,
+    StoreUnavailable,
+    TokenInvalid,
+)
+from login_app.errors import (
+    IdTokenInvalid,
+    LoginError,
+    LoginUnavailable,
+    TokenExchangeFailed,
+)
 from login_app.services import services
 
 logger = logging.getLogger(__name__)
@@ -60,6 +70,16 @@ def error_response(error: LoginError) -> tuple[Response | str, int]:
     return page, error.status
 
 
+def as_login_error(error: ProviderFailure) -> LoginError:
+    """What a person is told when a provider call fails during a login."""
+    kind: type[LoginError] = TokenExchangeFailed
+    if isinstance(error, ProviderUnavailable):
+        kind = LoginUnavailable
+    elif isinstance(error, TokenInvalid):
+        kind = IdTokenInvalid
+    return kind(str(error), provider=error.provider)
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(LoginError)
     def _login_error(error: LoginError):  # type: ignore[no-untyped-def]
@@ -68,6 +88,10 @@ def init_app(app: Flask) -> None:
             extra={"code": error.code, "detail": str(error), "provider": error.provider},
         )
         return error_response(error)
+
+    @app.errorhandler(ProviderFailure)
+    def _provider_failure(error: ProviderFailure):  # type: ignore[no-untyped-def]
+        return _login_error(as_login_error(error))
 
     @app.errorhandler(StoreUnavailable)
     def _store_unavailable(error: StoreUnavailable):  # type: ignore[no-untyped-def]

@@ -11,11 +11,11 @@ from gateway.config import GatewayConfig
 from gateway.credentials import SessionCredential
 from gateway.crypto import RecordCipher
 from gateway.errors import CredentialError
+from gateway.providers import ProviderClient
 from gateway.redis_client import sync_client
 from gateway.session_factory import session_codec
 from gateway.store import SessionStore
 from login_app.attempts import AttemptStore
-from login_app.providers import ProviderClient
 
 
 @dataclass

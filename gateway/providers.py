@@ -1,9 +1,11 @@
-"""Talking to identity providers: discovery, authorization URLs, code exchange, ID tokens.
+"""Talking to identity providers: discovery, authorization URLs, code exchange, refresh,
+revocation, ID and logout tokens. Shared by the login app and ext_authz (refresh).
 
-Authlib's ``OAuth2Session`` builds authorization requests (with PKCE S256) and exchanges
-codes; joserfc (Authlib's JOSE library) verifies ID tokens and logout tokens. Every error
-those libraries or the network raise is translated into a :mod:`login_app.errors` type in
-this module and nowhere else.
+Authlib's ``OAuth2Session`` builds authorization requests (with PKCE S256), exchanges codes
+and refreshes tokens; joserfc (Authlib's JOSE library) verifies ID tokens and logout tokens.
+Every error those libraries or the network raise is translated here, and only here, into
+:class:`ProviderUnavailable` (try again later), :class:`ProviderRejected` (the provider said
+no, with its OAuth error code) or :class:`TokenInvalid` (a JWT failed validation).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from gateway.config import Provider
+from gateway.errors import ProviderRejected, ProviderUnavailable, TokenInvalid
 from gateway.sessions import Identity, TokenSet
-from login_app.errors import IdTokenInvalid, LoginUnavailable, ProviderError, TokenExchangeFailed
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class ProviderClient:
     @property
     def _issuer(self) -> str:
         if self.provider.issuer is None:
-            raise IdTokenInvalid("an oauth2 provider issues no ID tokens", provider=self.id)
+            raise TokenInvalid("an oauth2 provider issues no ID tokens", provider=self.id)
         return self.provider.issuer
 
     @property
@@ -96,7 +98,7 @@ class ProviderClient:
         document = self._get_json(f"{issuer}/.well-known/openid-configuration", "discovery")
         # RFC 8414 §3.3 / OIDC Discovery §4.3: the document must name the issuer we asked.
         if document.get("issuer") != issuer:
-            raise LoginUnavailable("discovery names another issuer", provider=self.id)
+            raise ProviderUnavailable("discovery names another issuer", provider=self.id)
         try:
             return Endpoints(
                 authorize_url=_str(document["authorization_endpoint"]),
@@ -109,7 +111,7 @@ class ProviderClient:
                 issuer=issuer,
             )
         except (KeyError, TypeError) as exc:
-            raise LoginUnavailable("discovery document is incomplete", provider=self.id) from exc
+            raise ProviderUnavailable("discovery document is incomplete", provider=self.id) from exc
 
     def _get_json(self, url: str, what: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -117,9 +119,9 @@ class ProviderClient:
             reply.raise_for_status()
             document = reply.json()
         except (requests.RequestException, ValueError) as exc:
-            raise LoginUnavailable(f"cannot fetch {what}", provider=self.id) from exc
+            raise ProviderUnavailable(f"cannot fetch {what}", provider=self.id) from exc
         if not isinstance(document, dict):
-            raise LoginUnavailable(f"{what} is not a JSON object", provider=self.id)
+            raise ProviderUnavailable(f"{what} is not a JSON object", provider=self.id)
         return document
 
     def _key_set(self, kid: str | None) -> KeySet:
@@ -137,7 +139,7 @@ class ProviderClient:
                 try:
                     cache.keys = KeySet.import_key_set(self._get_json(jwks_uri, "JWKS"))  # type: ignore[arg-type]
                 except (JoseError, ValueError, TypeError) as exc:
-                    raise LoginUnavailable("JWKS does not parse", provider=self.id) from exc
+                    raise ProviderUnavailable("JWKS does not parse", provider=self.id) from exc
                 cache.fetched_at = time.time()
             assert cache.keys is not None
             return cache.keys
@@ -175,11 +177,11 @@ class ProviderClient:
                     timeout=HTTP_TIMEOUT,
                 )
         except AuthlibBaseError as exc:
-            raise TokenExchangeFailed(
-                f"the provider refused the code: {exc.error}", provider=self.id
+            raise ProviderRejected(
+                f"the provider refused the code: {exc.error}", provider=self.id, error=exc.error
             ) from exc
         except (requests.RequestException, ValueError) as exc:
-            raise TokenExchangeFailed(
+            raise ProviderUnavailable(
                 "the provider could not be reached", provider=self.id
             ) from exc
         return dict(token)
@@ -188,7 +190,7 @@ class ProviderClient:
         """A TokenSet from a token endpoint reply, refusing replies that lack what we need."""
         access_token = reply.get("access_token")
         if not isinstance(access_token, str) or not access_token:
-            raise TokenExchangeFailed("the reply has no access_token", provider=self.id)
+            raise ProviderRejected("the reply has no access_token", provider=self.id)
         expires_in = reply.get("expires_in")
         if isinstance(expires_in, int | float) and 0 < expires_in <= MAX_EXPIRES_IN:
             expires_at = int(now + expires_in)
@@ -205,14 +207,16 @@ class ProviderClient:
             expires_at=expires_at,
         )
         if not tokens.presentable:
-            raise TokenExchangeFailed("the access token has characters a header cannot carry")
+            raise ProviderRejected(
+                "the access token has characters a header cannot carry", provider=self.id
+            )
         return tokens
 
     # ---- identity -----------------------------------------------------------------------
 
     def verify_id_token(self, id_token: str, nonce: str, now: float) -> dict[str, Any]:
         """Claims of a valid ID token for this client and this login attempt's nonce."""
-        claims = self._verify_jwt(id_token, IdTokenInvalid)
+        claims = self._verify_jwt(id_token, TokenInvalid)
         registry = jwt.JWTClaimsRegistry(
             now=int(now),
             leeway=CLOCK_SKEW,
@@ -225,16 +229,16 @@ class ProviderClient:
         try:
             registry.validate(claims)
         except JoseError as exc:
-            raise IdTokenInvalid(f"ID token claim refused: {exc}", provider=self.id) from exc
-        self._check_audience(claims, IdTokenInvalid)
+            raise TokenInvalid(f"ID token claim refused: {exc}", provider=self.id) from exc
+        self._check_audience(claims, TokenInvalid)
         iat = claims["iat"]
         if not isinstance(iat, int | float) or iat < now - MAX_ID_TOKEN_AGE:
-            raise IdTokenInvalid("ID token is too old", provider=self.id)
+            raise TokenInvalid("ID token is too old", provider=self.id)
         return claims
 
     def verify_logout_token(self, logout_token: str, now: float) -> dict[str, Any]:
         """Claims of a valid OIDC back-channel logout token (Back-Channel Logout 1.0 §2.6)."""
-        claims = self._verify_jwt(logout_token, IdTokenInvalid)
+        claims = self._verify_jwt(logout_token, TokenInvalid)
         registry = jwt.JWTClaimsRegistry(
             now=int(now),
             leeway=CLOCK_SKEW,
@@ -245,20 +249,20 @@ class ProviderClient:
         try:
             registry.validate(claims)
         except JoseError as exc:
-            raise IdTokenInvalid(f"logout token claim refused: {exc}", provider=self.id) from exc
-        self._check_audience(claims, IdTokenInvalid)
+            raise TokenInvalid(f"logout token claim refused: {exc}", provider=self.id) from exc
+        self._check_audience(claims, TokenInvalid)
         events = claims.get("events")
         if not isinstance(events, dict) or _BACKCHANNEL_EVENT not in events:
-            raise IdTokenInvalid("logout token lacks the back-channel logout event")
+            raise TokenInvalid("logout token lacks the back-channel logout event")
         if "nonce" in claims:
-            raise IdTokenInvalid("a logout token must not carry a nonce")
+            raise TokenInvalid("a logout token must not carry a nonce")
         if not (_opt_str(claims.get("sid")) or _opt_str(claims.get("sub"))):
-            raise IdTokenInvalid("logout token names neither sid nor sub")
+            raise TokenInvalid("logout token names neither sid nor sub")
         if claims["iat"] < now - MAX_ID_TOKEN_AGE or claims["iat"] > now + CLOCK_SKEW:
-            raise IdTokenInvalid("logout token is not fresh")
+            raise TokenInvalid("logout token is not fresh")
         return claims
 
-    def _verify_jwt(self, token: str, error: type[IdTokenInvalid]) -> dict[str, Any]:
+    def _verify_jwt(self, token: str, error: type[TokenInvalid]) -> dict[str, Any]:
         try:
             header = jws.extract_compact(token.encode("ascii")).protected
         except (JoseError, ValueError, UnicodeError) as exc:
@@ -273,7 +277,7 @@ class ProviderClient:
             raise error(f"token signature does not verify: {exc}", provider=self.id) from exc
         return dict(decoded.claims)
 
-    def _check_audience(self, claims: dict[str, Any], error: type[IdTokenInvalid]) -> None:
+    def _check_audience(self, claims: dict[str, Any], error: type[TokenInvalid]) -> None:
         client_id = self.provider.client_id
         audience = claims.get("aud")
         audiences = [audience] if isinstance(audience, str) else audience
@@ -300,11 +304,11 @@ class ProviderClient:
         """Identity for a plain OAuth2 primary provider, from its userinfo endpoint."""
         url = self.endpoints().userinfo_url
         if not url:
-            raise ProviderError("the provider has no userinfo endpoint", provider=self.id)
+            raise ProviderRejected("the provider has no userinfo endpoint", provider=self.id)
         info = self._get_json(url, "userinfo", headers={"Authorization": f"Bearer {access_token}"})
         subject = info.get("sub", info.get("id"))
         if subject in (None, ""):
-            raise TokenExchangeFailed("userinfo names no subject", provider=self.id)
+            raise ProviderRejected("userinfo names no subject", provider=self.id)
         return self.identity_from_claims({**info, "sub": subject, "sid": None})
 
     # ---- logout -------------------------------------------------------------------------
