@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ext_authz.decision import Decider, Decision, Lookup, SessionNeeded
+from ext_authz.refresh import Refresher, RefreshFailed, SessionGone
 from ext_authz.request import CheckRequest
 from gateway.credentials import SessionCredential
 from gateway.errors import SessionInvalid, StoreUnavailable
@@ -26,10 +27,15 @@ class SessionSource(Protocol):
 
 class Authorizer:
     def __init__(
-        self, decider: Decider, sessions: SessionSource, clock: Callable[[], float] = time.time
+        self,
+        decider: Decider,
+        sessions: SessionSource,
+        refresher: Refresher | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._decider = decider
         self._sessions = sessions
+        self._refresher = refresher
         self._clock = clock
 
     async def check(self, request: CheckRequest) -> Decision:
@@ -47,4 +53,22 @@ class Authorizer:
         except SessionInvalid as exc:
             logger.info("session record refused: %s", exc)
             failure = Lookup.INVALID
-        return self._decider.complete(step, session, failure, self._clock())
+        refresh_failed = False
+        provider_id = step.route.provider
+        now = self._clock()
+        if (
+            session is not None
+            and provider_id is not None
+            and self._refresher is not None
+            and self._refresher.needs_refresh(session, provider_id, now)
+        ):
+            try:
+                session = await self._refresher.refreshed(step.presented.credential, provider_id)
+            except RefreshFailed as exc:
+                # Keep the session: the old token serves while still valid, else 503.
+                logger.info("refresh not done", extra={"reason": exc.reason})
+                refresh_failed = True
+            except SessionGone:
+                session, failure = None, Lookup.UNKNOWN
+            now = self._clock()
+        return self._decider.complete(step, session, failure, now, refresh_failed=refresh_failed)

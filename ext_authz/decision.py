@@ -167,9 +167,19 @@ class Decider:
     # ---- step 2 -------------------------------------------------------------------------
 
     def complete(
-        self, pending: SessionNeeded, session: Session | None, failure: str | None, now: float
+        self,
+        pending: SessionNeeded,
+        session: Session | None,
+        failure: str | None,
+        now: float,
+        *,
+        refresh_failed: bool = False,
     ) -> Decision:
-        """Decide with the lookup's result: a session, or a :class:`Lookup` failure reason."""
+        """Decide with the lookup's result: a session, or a :class:`Lookup` failure reason.
+
+        ``refresh_failed``: a due refresh could not be done now (provider or Redis trouble);
+        a still-valid token is used anyway, an expired one gets 503, never a logout.
+        """
         request, route = pending.request, pending.route
         from_cookie = pending.presented.source is CredentialSource.COOKIE
         if failure == Lookup.UNAVAILABLE:
@@ -190,6 +200,15 @@ class Decider:
         if route.provider is not None:
             tokens = session.tokens.get(route.provider)
             problem = _token_problem(tokens, now)
+            if problem == "token_expired" and refresh_failed:
+                return self._json_deny(
+                    route.name,
+                    "refresh_unavailable",
+                    503,
+                    "unavailable",
+                    "The access token could not be renewed right now; try again shortly.",
+                    extra=(("retry-after", "2"),),
+                )
             if problem is not None:
                 if route.anonymous:
                     return self._allow_anonymous(request, route, "anonymous")

@@ -24,8 +24,10 @@ from grpc_reflection.v1alpha import reflection
 from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Decider
 from ext_authz.grpc_service import AuthorizationService
+from ext_authz.refresh import Refresher
 from gateway.config import GatewayConfig
-from gateway.session_factory import async_store
+from gateway.providers import ProviderClient
+from gateway.session_factory import async_store, session_codec
 from gateway.store import AsyncSessionStore
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,10 @@ def _bind(server: grpc.aio.Server, listen: str) -> str:
 async def start_server(config: GatewayConfig, listen: str | None = None) -> RunningServer:
     """Build the services from ``config`` and start serving on ``listen`` (port 0 allowed)."""
     store = async_store(config)
-    authorizer = Authorizer(Decider(config), store)
+    callback = f"{config.public_url}{config.login_app.path_prefix}/callback"
+    providers = {p.id: ProviderClient(p, callback) for p in config.providers}
+    refresher = Refresher(store, session_codec(config), providers, config.tokens)
+    authorizer = Authorizer(Decider(config), store, refresher)
 
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     auth_grpc.add_AuthorizationServicer_to_server(AuthorizationService(authorizer), server)

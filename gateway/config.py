@@ -153,6 +153,20 @@ class SessionSettings(_Model):
         return self
 
 
+class TokenSettings(_Model):
+    refresh_margin: Duration = Field(
+        60.0, description="Refresh an access token this long before it expires."
+    )
+    refresh_lock_lease: Duration = Field(
+        5.0, description="Lease of the per-session refresh lock; a crashed holder blocks no longer."
+    )
+    refresh_wait: Duration = Field(
+        0.5,
+        description="How long a check waits for a refresh before answering with the still-valid "
+        "old token (or 503 when it has expired). Must stay below ext_authz.timeout.",
+    )
+
+
 class SentinelSettings(_Model):
     master_name: str
     sentinels: tuple[str, ...] = Field(min_length=1, description="host:port of each sentinel")
@@ -326,6 +340,7 @@ class GatewayConfig(_Model):
     public_url: str = Field(description="The URL browsers use to reach Envoy.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     session: SessionSettings
+    tokens: TokenSettings = TokenSettings()
     redis: RedisSettings = RedisSettings()
     ext_authz: ExtAuthzSettings = ExtAuthzSettings()
     login_app: LoginAppSettings = LoginAppSettings()
@@ -346,6 +361,17 @@ class GatewayConfig(_Model):
     @classmethod
     def _redirect_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_origin_of(_http_url(v, allow_path=False)) for v in value)
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> GatewayConfig:
+        budget = self.ext_authz.timeout
+        if self.redis.timeout >= budget:
+            raise ValueError("redis.timeout: must be below ext_authz.timeout")
+        if self.tokens.refresh_wait + self.redis.timeout >= budget:
+            raise ValueError(
+                "tokens.refresh_wait: with redis.timeout it must stay below ext_authz.timeout"
+            )
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:

@@ -116,7 +116,7 @@ def _authorization(body: dict[str, Any]) -> DeviceAuthorization:
             interval=max(1, int(body.get("interval", 5))),  # RFC 8628 §3.2: default 5
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise DeviceLoginError("bad_reply", f"the start reply lacks {exc}") from exc
+        raise DeviceLoginError("bad_reply", f"the start reply is malformed: {exc!r}") from exc
     return authorization
 
 

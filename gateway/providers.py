@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import requests
@@ -205,12 +205,55 @@ class ProviderClient:
             token_type=_opt_str(reply.get("token_type")) or "Bearer",
             scope=_opt_str(reply.get("scope")) or "",
             expires_at=expires_at,
+            obtained_at=int(now),
         )
         if not tokens.presentable:
             raise ProviderRejected(
                 "the access token has characters a header cannot carry", provider=self.id
             )
         return tokens
+
+    def refresh(self, tokens: TokenSet, now: float) -> TokenSet:
+        """Trade the refresh token for new tokens (RFC 6749 §6).
+
+        What the reply omits is kept: a provider that does not rotate refresh tokens sends
+        none, and a refresh reply without an ID token must not lose the one we have (the
+        ID token is needed for logout). Raises ProviderRejected with ``error`` set to the
+        provider's code (``invalid_grant``: the refresh token is revoked or expired), or
+        ProviderUnavailable for anything that may work later (network, timeout, 5xx).
+        """
+        if not tokens.refresh_token:
+            raise ProviderRejected("no refresh token", provider=self.id, error="invalid_grant")
+        statuses: list[int] = []
+        try:
+            with self._oauth() as oauth:
+                oauth.hooks["response"].append(
+                    lambda reply, *_, **__: statuses.append(reply.status_code)
+                )
+                reply = oauth.refresh_token(
+                    self.endpoints().token_url,
+                    refresh_token=tokens.refresh_token,
+                    timeout=HTTP_TIMEOUT,
+                )
+        except AuthlibBaseError as exc:
+            if (statuses and statuses[-1] >= 500) or exc.error in _TRANSIENT_ERRORS:
+                raise ProviderUnavailable(f"refresh failed: {exc.error}", provider=self.id) from exc
+            raise ProviderRejected(
+                f"refresh refused: {exc.error}", provider=self.id, error=exc.error or ""
+            ) from exc
+        except (requests.RequestException, ValueError) as exc:
+            raise ProviderUnavailable(
+                "the provider could not be reached", provider=self.id
+            ) from exc
+        if statuses and statuses[-1] != 200:
+            raise ProviderUnavailable(f"refresh answered {statuses[-1]}", provider=self.id)
+        fresh = self.token_set(dict(reply), now)
+        return replace(
+            fresh,
+            refresh_token=fresh.refresh_token or tokens.refresh_token,
+            id_token=fresh.id_token or tokens.id_token,
+            scope=fresh.scope or tokens.scope,
+        )
 
     # ---- identity -----------------------------------------------------------------------
 
@@ -344,6 +387,7 @@ class ProviderClient:
         return revoked
 
 
+_TRANSIENT_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
 _BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 

@@ -32,9 +32,22 @@ class TokenSet:
     scope: str = ""
     expires_at: int = 0  # unix seconds; 0: no expiry known
     needs_login: bool = False
+    obtained_at: int = 0  # unix seconds; 0: unknown
 
     def expired_at(self, now: float) -> bool:
         return self.expires_at != 0 and now >= self.expires_at
+
+    def needs_refresh(self, now: float, margin: float) -> bool:
+        """True when the access token expires within ``margin`` and can be refreshed.
+
+        The margin never exceeds half the token's lifetime, so a provider issuing tokens
+        shorter-lived than the margin is not asked for a new token on every request.
+        """
+        if self.needs_login or self.expires_at == 0 or not self.refresh_token:
+            return False
+        if self.obtained_at:
+            margin = min(margin, max(self.expires_at - self.obtained_at, 0) / 2)
+        return now >= self.expires_at - margin
 
     @property
     def presentable(self) -> bool:
@@ -89,6 +102,7 @@ def _to_message(session: Session) -> pb.Session:
                 scope=tokens.scope,
                 expires_at=tokens.expires_at,
                 needs_login=tokens.needs_login,
+                obtained_at=tokens.obtained_at,
             )
         )
     return message
@@ -119,6 +133,7 @@ def _from_message(message: pb.Session) -> Session:
                 scope=t.scope,
                 expires_at=t.expires_at,
                 needs_login=t.needs_login,
+                obtained_at=t.obtained_at,
             )
             for provider_id, t in message.tokens.items()
         },
@@ -142,6 +157,10 @@ class SessionCodec:
     def record_key_for(self, lookup_id: str) -> str:
         # The braces are a Redis Cluster hash tag: every key of one session shares a slot.
         return f"{self._prefix}s:{{{lookup_id}}}"
+
+    def refresh_lock_key(self, lookup_id: str, provider_id: str) -> str:
+        """The lock that lets one process at a time refresh one provider's tokens."""
+        return f"{self._prefix}lock:{{{lookup_id}}}:{provider_id}"
 
     def user_index_key(self, subject: str) -> str:
         """Set of the lookup ids of one user's sessions (logout everywhere, operator CLI)."""

@@ -19,7 +19,7 @@ from gateway.config import SessionSettings
 from gateway.credentials import SessionCredential
 from gateway.errors import StoreUnavailable
 from gateway.redis_client import translate_redis_errors
-from gateway.sessions import Session, SessionCodec
+from gateway.sessions import Session, SessionCodec, TokenSet
 
 TOUCH_FRACTION = 0.1
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class SessionStore:
             sealed = self._redis.get(self._codec.record_key(credential))
         if sealed is None:
             return None
-        session = self._codec.decode(credential, bytes(sealed))  # type: ignore[arg-type]
+        session = self._codec.decode(credential, _raw(sealed))
         return None if session.expired_at(time.time()) else session
 
     def delete(self, credential: SessionCredential, session: Session | None = None) -> bool:
@@ -157,5 +157,78 @@ class AsyncSessionStore:
                 logger.warning("could not slide a session's idle timeout", exc_info=True)
         return session
 
+    async def reload(self, credential: SessionCredential) -> Session | None:
+        """The session as Redis has it now (no idle slide): used around refreshes."""
+        with translate_redis_errors("reloading a session"):
+            sealed = await self._redis.get(self._codec.record_key(credential))
+        if sealed is None:
+            return None
+        session = self._codec.decode(credential, _raw(sealed))
+        return None if session.expired_at(time.time()) else session
+
+    async def replace_tokens(
+        self, credential: SessionCredential, provider_id: str, tokens: TokenSet
+    ) -> Session | None:
+        """Store one provider's new tokens, keeping everything else of the session as it is.
+
+        Optimistic: WATCH the record, merge into what is there now, write only if nobody
+        wrote in between (another provider's refresh, a logout) and never re-create a
+        session that was deleted meanwhile. Returns None when the session is gone.
+        """
+        key = self._codec.record_key(credential)
+        with translate_redis_errors("storing refreshed tokens"):
+            for _ in range(5):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(key)
+                        sealed = await pipe.get(key)
+                        if sealed is None:
+                            return None
+                        updated = self._codec.decode(credential, _raw(sealed)).with_tokens(
+                            provider_id, tokens
+                        )
+                        pipe.multi()
+                        pipe.set(
+                            key, self._codec.encode(credential, updated), xx=True, keepttl=True
+                        )
+                        await pipe.execute()
+                        return updated
+                    except redis.WatchError:
+                        continue
+        raise StoreUnavailable("the session kept changing while refreshed tokens were stored")
+
+    async def acquire_lock(self, lock_key: str, owner: str, lease_ms: int) -> bool:
+        with translate_redis_errors("taking a refresh lock"):
+            return bool(await self._redis.set(lock_key, owner, nx=True, px=lease_ms))
+
+    async def extend_lock(self, lock_key: str, owner: str, lease_ms: int) -> bool:
+        with translate_redis_errors("extending a refresh lock"):
+            return bool(await self._redis.eval(_EXTEND_IF_OWNER, 1, lock_key, owner, lease_ms))
+
+    async def release_lock(self, lock_key: str, owner: str) -> None:
+        with translate_redis_errors("releasing a refresh lock"):
+            await self._redis.eval(_DELETE_IF_OWNER, 1, lock_key, owner)
+
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _raw(value: bytes | str) -> bytes:
+    """Our clients never decode responses; this only narrows redis-py's declared type."""
+    return value if isinstance(value, bytes) else value.encode("latin-1")
+
+
+# Only the owner may extend or release a lock: after its lease ran out another process may
+# hold it, and deleting that one's lock would let a third refresh concurrently.
+_EXTEND_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_DELETE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

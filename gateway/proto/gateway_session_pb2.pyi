@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TokenSet(_message.Message):
-    __slots__ = ("access_token", "refresh_token", "id_token", "token_type", "scope", "expires_at", "needs_login")
+    __slots__ = ("access_token", "refresh_token", "id_token", "token_type", "scope", "expires_at", "needs_login", "obtained_at")
     ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ID_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class TokenSet(_message.Message):
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     NEEDS_LOGIN_FIELD_NUMBER: _ClassVar[int]
+    OBTAINED_AT_FIELD_NUMBER: _ClassVar[int]
     access_token: str
     refresh_token: str
     id_token: str
@@ -22,7 +23,8 @@ class TokenSet(_message.Message):
     scope: str
     expires_at: int
     needs_login: bool
-    def __init__(self, access_token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., id_token: _Optional[str] = ..., token_type: _Optional[str] = ..., scope: _Optional[str] = ..., expires_at: _Optional[int] = ..., needs_login: _Optional[bool] = ...) -> None: ...
+    obtained_at: int
+    def __init__(self, access_token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., id_token: _Optional[str] = ..., token_type: _Optional[str] = ..., scope: _Optional[str] = ..., expires_at: _Optional[int] = ..., needs_login: _Optional[bool] = ..., obtained_at: _Optional[int] = ...) -> None: ...
 
 class Identity(_message.Message):
     __slots__ = ("subject", "email", "name", "groups", "provider_session_id")

@@ -88,7 +88,7 @@ def test_relogin_skips_valid_providers_and_issues_a_new_session_id(stack):
     browser, _ = browser_login(stack)
     old_credential, old_session = session_of(stack, browser)
     expired = old_session.with_tokens(
-        "primary", replace(old_session.tokens["primary"], expires_at=1)
+        "primary", replace(old_session.tokens["primary"], needs_login=True)
     )
     sync_store(stack.config).save(old_credential, expired)
     before = stack.idps["gitlab"].stats()["token_requests"]

@@ -103,7 +103,7 @@ def start_stack(
             adjust(raw)
         config_path = write_config(directory / "gateway.yaml", raw)
         config = load_config(config_path, gateway_env(env))
-        ext_authz = ExtAuthzServer(config_path).start()
+        ext_authz = ExtAuthzServer(config_path, env).start()
         stoppers.append(ext_authz.stop)
         login_app = None
         if with_login:

@@ -42,7 +42,7 @@ PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtA
 
 BASE_CONFIG: dict[str, Any] = {
     "public_url": "https://gateway.example.com",
-    "ext_authz": {"listen": "127.0.0.1:50051", "timeout": "250ms"},
+    "ext_authz": {"listen": "127.0.0.1:50051", "timeout": "900ms"},
     "login_app": {"listen": "127.0.0.1:5000", "path_prefix": "/auth"},
     "providers": [{"id": "primary", "kind": "oidc", "issuer": "https://idp.example.com",
                    "client_id": "gateway"}],
@@ -174,7 +174,7 @@ def test_ext_authz_fails_closed_with_503(bootstrap: dict[str, Any]) -> None:
     assert settings["transport_api_version"] == "V3"
     assert settings["grpc_service"] == {
         "envoy_grpc": {"cluster_name": "ext_authz"},
-        "timeout": "0.25s",
+        "timeout": "0.9s",
     }
 
 

@@ -1,0 +1,176 @@
+"""Refreshing a session's access token before it expires, exactly once across replicas.
+
+Providers rotate refresh tokens: the first refresh invalidates the old one, so two processes
+refreshing at once would leave one of them with ``invalid_grant`` and, done naively, wipe
+the user's credentials. Here, for one (session, provider):
+
+- within a process, concurrent checks share one in-flight refresh task;
+- across processes, a Redis lock with an owner token and a lease decides who refreshes; the
+  holder extends the lease while the provider answers, and a crashed holder blocks nobody
+  for longer than the lease;
+- everyone else waits for the lock to go, then re-reads the session instead of refreshing.
+
+The refresh task is detached from the check that started it: a check waits at most
+``tokens.refresh_wait`` and then answers with the still-valid old token (or 503 when it has
+expired), while the refresh finishes and stores its result for the next request.
+
+Outcomes: new tokens are merged into the session; ``invalid_grant`` marks only that
+provider as needing a new login; anything transient keeps the session untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import replace
+
+from gateway.config import TokenSettings
+from gateway.credentials import SessionCredential
+from gateway.errors import ProviderRejected, ProviderUnavailable, StoreUnavailable
+from gateway.providers import ProviderClient
+from gateway.sessions import Session, SessionCodec
+from gateway.store import AsyncSessionStore
+
+logger = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.05
+
+
+class RefreshFailed(Exception):
+    """The refresh did not happen now; the session is unchanged. ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SessionGone(Exception):
+    """The session was deleted (logout, revocation) while its tokens were refreshed."""
+
+
+class Refresher:
+    def __init__(
+        self,
+        store: AsyncSessionStore,
+        codec: SessionCodec,
+        providers: dict[str, ProviderClient],
+        settings: TokenSettings,
+    ) -> None:
+        self._store = store
+        self._codec = codec
+        self._providers = providers
+        self._settings = settings
+        self._lease_ms = int(settings.refresh_lock_lease * 1000)
+        self._in_flight: dict[tuple[str, str], asyncio.Task[Session]] = {}
+
+    def needs_refresh(self, session: Session, provider_id: str, now: float) -> bool:
+        tokens = session.tokens.get(provider_id)
+        return (
+            tokens is not None
+            and provider_id in self._providers
+            and tokens.needs_refresh(now, self._settings.refresh_margin)
+        )
+
+    async def refreshed(self, credential: SessionCredential, provider_id: str) -> Session:
+        """The session with fresh tokens for ``provider_id``.
+
+        Raises RefreshFailed (answer with the old token or 503) or SessionGone.
+        """
+        key = (credential.lookup_id, provider_id)
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._refresh_once(credential, provider_id))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+            task.add_done_callback(_consume_exception)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self._settings.refresh_wait)
+        except TimeoutError:
+            raise RefreshFailed("refresh_pending") from None
+
+    async def _refresh_once(self, credential: SessionCredential, provider_id: str) -> Session:
+        lock = self._codec.refresh_lock_key(credential.lookup_id, provider_id)
+        owner = secrets.token_hex(12)
+        try:
+            current = await self._wait_for_lock(credential, provider_id, lock, owner)
+        except StoreUnavailable as exc:
+            raise RefreshFailed("redis_unavailable") from exc
+        if current is not None:
+            return current  # someone else refreshed while we waited
+        keeper = asyncio.create_task(self._keep_lock(lock, owner))
+        try:
+            return await self._refresh_holding_lock(credential, provider_id)
+        except StoreUnavailable as exc:
+            raise RefreshFailed("redis_unavailable") from exc
+        finally:
+            keeper.cancel()
+            try:
+                await self._store.release_lock(lock, owner)
+            except StoreUnavailable:
+                logger.warning("refresh lock not released; its lease will end it")
+
+    async def _wait_for_lock(
+        self, credential: SessionCredential, provider_id: str, lock: str, owner: str
+    ) -> Session | None:
+        """Take the lock (returns None) or, when another refresh happened, its result."""
+        # Waiting longer than a lease means the holder is stuck beyond what leases allow.
+        deadline = time.monotonic() + 2 * self._settings.refresh_lock_lease
+        while not await self._store.acquire_lock(lock, owner, self._lease_ms):
+            await asyncio.sleep(_POLL_SECONDS)
+            current = await self._store.reload(credential)
+            if current is None:
+                raise SessionGone()
+            if not self.needs_refresh(current, provider_id, time.time()):
+                return current
+            if time.monotonic() > deadline:
+                raise RefreshFailed("refresh_pending")
+        return None
+
+    async def _keep_lock(self, lock: str, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self._settings.refresh_lock_lease / 3)
+            try:
+                await self._store.extend_lock(lock, owner, self._lease_ms)
+            except StoreUnavailable:
+                logger.warning("could not extend a refresh lock")
+
+    async def _refresh_holding_lock(
+        self, credential: SessionCredential, provider_id: str
+    ) -> Session:
+        # Re-read under the lock: the previous holder may have just stored fresh tokens.
+        current = await self._store.reload(credential)
+        if current is None:
+            raise SessionGone()
+        if not self.needs_refresh(current, provider_id, time.time()):
+            return current
+        tokens = current.tokens[provider_id]
+        client = self._providers[provider_id]
+        try:
+            # requests is blocking; a refresh is rare enough for a worker thread.
+            fresh = await asyncio.to_thread(client.refresh, tokens, time.time())
+            outcome = "refreshed"
+        except ProviderRejected as exc:
+            if exc.error != "invalid_grant":
+                logger.warning(
+                    "refresh refused", extra={"provider": provider_id, "error": exc.error}
+                )
+                raise RefreshFailed("refresh_unavailable") from exc
+            # The refresh token is revoked or expired: only this provider needs a login.
+            fresh = replace(tokens, needs_login=True)
+            outcome = "needs_login"
+        except ProviderUnavailable as exc:
+            logger.warning("refresh failed", extra={"provider": provider_id, "detail": str(exc)})
+            raise RefreshFailed("refresh_unavailable") from exc
+        updated = await self._store.replace_tokens(credential, provider_id, fresh)
+        if updated is None:
+            raise SessionGone()
+        logger.info("token refresh", extra={"provider": provider_id, "outcome": outcome})
+        return updated
+
+
+def _consume_exception(task: asyncio.Task[Session]) -> None:
+    """A refresh nobody waited for any more must not log 'exception never retrieved'."""
+    if not task.cancelled():
+        task.exception()
