@@ -3,23 +3,26 @@
 Subcommands import their front-end lazily, so ``gateway check-config`` does not load gRPC
 and the shared package never imports a front-end at import time.
 
-Exit codes: 0 success, 2 usage error, 3 invalid configuration, 4 Redis unavailable,
-5 not found.
+Exit codes: 0 success, 2 usage error, 3 invalid configuration, 4 Redis (or the gateway)
+unavailable, 5 not found, 6 login denied or expired, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError, StoreUnavailable
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 2, 3, 4, 5
+EXIT_LOGIN_FAILED, EXIT_INTERRUPTED = 6, 130
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
@@ -103,6 +106,64 @@ def _cmd_session_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_sessions_list(args: argparse.Namespace) -> int:
+    from gateway.session_factory import session_admin
+
+    summaries = session_admin(_config(args)).list_sessions(args.user)
+    if args.json:
+        print(json.dumps([asdict(s) for s in summaries], indent=2))
+        return EXIT_OK
+    header = ("SESSION", "USER", "CREATED (UTC)", "EXPIRES (UTC)")
+    print(f"{header[0]:<18} {header[1]:<24} {header[2]:<20} {header[3]:<20} STATE   PROVIDERS")
+    for s in summaries:
+        print(
+            f"{s.lookup_id[:16]:<18} {s.subject[:24]:<24} {_utc(s.created_at):<20} "
+            f"{_utc(s.expires_at):<20} {'active' if s.active else 'ended ':<7} "
+            f"{','.join(s.providers)}"
+        )
+    return EXIT_OK
+
+
+def _cmd_sessions_revoke(args: argparse.Namespace) -> int:
+    from gateway.session_factory import session_admin
+
+    admin = session_admin(_config(args))
+    if args.user is not None:
+        ended = admin.revoke_user(args.user)
+        print(f"revoked {ended} session(s) of {args.user}")
+        return EXIT_OK if ended else EXIT_NOT_FOUND
+    try:
+        found = admin.revoke_session(args.session)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if found is None:
+        print(f"no session starts with {args.session!r}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(f"revoked session {found.lookup_id[:16]} of {found.subject}")
+    return EXIT_OK
+
+
+def _cmd_auth_login(args: argparse.Namespace) -> int:
+    """Log this terminal in through a browser and print the session credential."""
+    from gateway.device_client import DeviceLoginError, device_login
+
+    def tell(message: str) -> None:
+        print(message, file=sys.stderr)  # stdout carries only the token: TOKEN=$(gateway ...)
+
+    try:
+        token = device_login(args.url, open_browser=not args.no_browser, printer=tell)
+    except DeviceLoginError as exc:
+        print(f"login failed: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE if exc.error == "unavailable" else EXIT_LOGIN_FAILED
+    print(token)
+    return EXIT_OK
+
+
+def _utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -153,6 +214,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-ttl", type=float, default=0, help="seconds until the tokens expire (0: never)"
     )
     create.set_defaults(handler=_cmd_session_create)
+
+    sessions = commands.add_parser("sessions", help="list and revoke sessions (operators)")
+    sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
+    listing = sessions_commands.add_parser(
+        "list", parents=[common], help="list sessions, of one user or of everyone"
+    )
+    listing.add_argument("--user", help="only this subject's sessions")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=_cmd_sessions_list)
+    revoke = sessions_commands.add_parser(
+        "revoke", parents=[common], help="end sessions now, at every replica"
+    )
+    target = revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("--user", help="end every session of this subject")
+    target.add_argument("--session", help="end the session whose id starts with this")
+    revoke.set_defaults(handler=_cmd_sessions_revoke)
+
+    auth_login = commands.add_parser(
+        "auth-login", help="log this terminal in through a browser and print a session token"
+    )
+    auth_login.add_argument(
+        "--url", required=True, metavar="PUBLIC_URL", help="the gateway's public URL"
+    )
+    auth_login.add_argument(
+        "--no-browser", action="store_true", help="print the address instead of opening it"
+    )
+    auth_login.set_defaults(handler=_cmd_auth_login)
     return parser
 
 
@@ -167,4 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"redis unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
-        return EXIT_OK
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

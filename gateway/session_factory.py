@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.config import GatewayConfig
 from gateway.crypto import RecordCipher
 from gateway.redis_client import async_client, sync_client
+from gateway.session_admin import SessionAdmin
 from gateway.sessions import SessionCodec
 from gateway.store import AsyncSessionStore, SessionStore
 
@@ -19,3 +20,7 @@ def sync_store(config: GatewayConfig) -> SessionStore:
 
 def async_store(config: GatewayConfig) -> AsyncSessionStore:
     return AsyncSessionStore(async_client(config.redis), session_codec(config), config.session)
+
+
+def session_admin(config: GatewayConfig) -> SessionAdmin:
+    return SessionAdmin(sync_client(config.redis), session_codec(config), config.redis.key_prefix)

@@ -9,6 +9,7 @@ idle window, but only once a tenth of it has passed, so a busy session costs one
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -66,8 +67,9 @@ class SessionStore:
         with translate_redis_errors("saving a session"):
             pipe = self._redis.pipeline(transaction=False)
             pipe.set(self._codec.record_key(credential), sealed, px=ttl)
+            summary = index_entry(session)
             for index in self._index_keys(session):
-                pipe.sadd(index, credential.lookup_id)
+                pipe.hset(index, credential.lookup_id, summary)
                 pipe.pexpire(index, index_ttl)
             pipe.execute()
 
@@ -93,13 +95,13 @@ class SessionStore:
             pipe = self._redis.pipeline(transaction=False)
             pipe.delete(self._codec.record_key(credential))
             for index in self._index_keys(session) if session else ():
-                pipe.srem(index, credential.lookup_id)
+                pipe.hdel(index, credential.lookup_id)
             return bool(pipe.execute()[0])
 
     def lookup_ids_of_user(self, subject: str) -> list[str]:
         with translate_redis_errors("reading a user's sessions"):
-            members = self._redis.smembers(self._codec.user_index_key(subject))
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)  # type: ignore[union-attr]
+            keys = self._redis.hkeys(self._codec.user_index_key(subject))
+        return sorted(_text(key) for key in keys)  # type: ignore[union-attr]
 
     def delete_user_sessions(self, subject: str) -> int:
         """End every session of a user; returns how many records existed."""
@@ -111,12 +113,11 @@ class SessionStore:
 
     def _delete_indexed(self, index: str) -> int:
         with translate_redis_errors("deleting indexed sessions"):
-            members = self._redis.smembers(index)
-            if not members:
+            lookup_ids = [_text(m) for m in self._redis.hkeys(index)]  # type: ignore[union-attr]
+            if not lookup_ids:
                 return 0
             pipe = self._redis.pipeline(transaction=False)
-            for member in members:  # type: ignore[union-attr]
-                lookup_id = member.decode() if isinstance(member, bytes) else member
+            for lookup_id in lookup_ids:
                 pipe.delete(self._codec.record_key_for(lookup_id))
             pipe.delete(index)
             return sum(int(n) for n in pipe.execute()[:-1])
@@ -211,6 +212,23 @@ class AsyncSessionStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def index_entry(session: Session) -> str:
+    """What an index keeps about a session: enough for operators to list it, no secret."""
+    return json.dumps(
+        {
+            "subject": session.identity.subject,
+            "created_at": session.created_at,
+            "expires_at": session.expires_at,
+            "providers": sorted(session.tokens),
+        },
+        separators=(",", ":"),
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _raw(value: bytes | str) -> bytes:

@@ -14,6 +14,7 @@ class TokenEndpointFault(StrEnum):
     OK = "ok"
     ERROR_503 = "error503"
     SLOW = "slow"
+    SLOW_503 = "slow503"  # hang, then fail without touching any token (a stalled provider)
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Faults:
         return self._settings
 
     def update(self, payload: dict[str, Any]) -> FaultSettings:
-        """Apply ``{"token_endpoint": "ok"|"error503"|"slow", "slow_seconds": N}``."""
+        """Apply ``{"token_endpoint": "ok"|"error503"|"slow"|"slow503", "slow_seconds": N}``."""
         unknown = set(payload) - {"token_endpoint", "slow_seconds"}
         if unknown:
             raise AdminRequestError(f"unknown fault settings: {sorted(unknown)}")

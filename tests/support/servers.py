@@ -116,10 +116,12 @@ class ExtAuthzServer:
 class EnvoyServer:
     """A real Envoy running the bootstrap we render from the gateway config."""
 
-    def __init__(self, config_path: Path, bootstrap_path: Path, ext_authz_address: str) -> None:
+    def __init__(
+        self, config_path: Path, bootstrap_path: Path, ext_authz_addresses: list[str]
+    ) -> None:
         self.config_path = config_path
         self.bootstrap_path = bootstrap_path
-        self.ext_authz_address = ext_authz_address
+        self.ext_authz_addresses = ext_authz_addresses
         self._process: ManagedProcess | None = None
 
     def start(self) -> EnvoyServer:
@@ -131,7 +133,7 @@ class EnvoyServer:
         self.admin_port = config.envoy.admin_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.bootstrap_path.write_text(
-            render_envoy_yaml(config, ext_authz_endpoints=[self.ext_authz_address])
+            render_envoy_yaml(config, ext_authz_endpoints=self.ext_authz_addresses)
         )
         self._process = ManagedProcess(
             "envoy",

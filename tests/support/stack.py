@@ -32,11 +32,12 @@ GITLAB_SECRET = "gitlab-client-secret"
 class Stack:
     config_path: Path
     config: GatewayConfig
-    ext_authz: ExtAuthzServer
+    ext_authz: ExtAuthzServer  # the first worker
     envoy: EnvoyServer
     stoppers: list[Callable[[], Any]] = field(default_factory=list)
     login_app: LoginAppServer | None = None
     idps: dict[str, DevIdp] = field(default_factory=dict)
+    workers: list[ExtAuthzServer] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -85,6 +86,7 @@ def start_stack(
     *,
     with_login: bool = False,
     idp_args: Sequence[str] = (),
+    authz_workers: int = 1,
 ) -> Stack:
     """Start the gateway; ``with_login`` adds the login app and two dev IdPs:
     ``primary`` (OIDC, the identity) and ``gitlab`` (plain OAuth2)."""
@@ -103,19 +105,22 @@ def start_stack(
             adjust(raw)
         config_path = write_config(directory / "gateway.yaml", raw)
         config = load_config(config_path, gateway_env(env))
-        ext_authz = ExtAuthzServer(config_path, env).start()
-        stoppers.append(ext_authz.stop)
+        workers = []
+        for _ in range(authz_workers):
+            workers.append(ExtAuthzServer(config_path, env).start())
+            stoppers.append(workers[-1].stop)
         login_app = None
         if with_login:
             login_app = LoginAppServer(config_path, config.login_app.listen, env).start()
             stoppers.append(login_app.stop)
-        envoy = EnvoyServer(config_path, directory / "envoy.yaml", ext_authz.address).start()
+        addresses = [worker.address for worker in workers]
+        envoy = EnvoyServer(config_path, directory / "envoy.yaml", addresses).start()
         stoppers.append(envoy.stop)
     except Exception:
         for stop in reversed(stoppers):
             stop()
         raise
-    return Stack(config_path, config, ext_authz, envoy, stoppers, login_app, idps)
+    return Stack(config_path, config, workers[0], envoy, stoppers, login_app, idps, workers)
 
 
 def _start_idps(

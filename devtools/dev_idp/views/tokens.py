@@ -19,7 +19,9 @@ def token() -> Response:
     context = current_context()
     grant_type = request.form.get("grant_type", "")
     faults = context.faults.settings
-    if faults.token_endpoint is TokenEndpointFault.ERROR_503:
+    if faults.token_endpoint is TokenEndpointFault.SLOW_503:
+        time.sleep(faults.slow_seconds)
+    if faults.token_endpoint in (TokenEndpointFault.ERROR_503, TokenEndpointFault.SLOW_503):
         context.stats.token_request(grant_type, "error503")
         unavailable = jsonify(error="temporarily_unavailable", error_description="injected fault")
         unavailable.status_code = 503
