@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 class SessionSource(Protocol):
     async def load(self, credential: SessionCredential) -> Session | None: ...
 
+    def remember(self, credential: SessionCredential, session: Session) -> None: ...
+
 
 class Authorizer:
     def __init__(
@@ -64,6 +66,7 @@ class Authorizer:
         ):
             try:
                 session = await self._refresher.refreshed(step.presented.credential, provider_id)
+                self._sessions.remember(step.presented.credential, session)
             except RefreshFailed as exc:
                 # Keep the session: the old token serves while still valid, else 503.
                 logger.info("refresh not done", extra={"reason": exc.reason})

@@ -25,10 +25,12 @@ from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Decider
 from ext_authz.grpc_service import AuthorizationService
 from ext_authz.refresh import Refresher
+from ext_authz.session_cache import CachedSessions, SessionCache
 from gateway.config import GatewayConfig
 from gateway.providers import ProviderClient
+from gateway.redis_client import async_subscriber_client
 from gateway.session_factory import async_store, session_codec
-from gateway.store import AsyncSessionStore
+from gateway.store import TOUCH_FRACTION, AsyncSessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +44,13 @@ class RunningServer:
     address: str  # "host:port" or "unix:/path", as Envoy should dial it
     health: HealthServicer
     store: AsyncSessionStore
+    sessions: CachedSessions
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
         """Report NOT_SERVING, finish in-flight checks, then close Redis."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.sessions.stop()
         await self.store.close()
 
 
@@ -67,10 +71,24 @@ def _bind(server: grpc.aio.Server, listen: str) -> str:
 async def start_server(config: GatewayConfig, listen: str | None = None) -> RunningServer:
     """Build the services from ``config`` and start serving on ``listen`` (port 0 allowed)."""
     store = async_store(config)
+    codec = session_codec(config)
     callback = f"{config.public_url}{config.login_app.path_prefix}/callback"
     providers = {p.id: ProviderClient(p, callback) for p in config.providers}
-    refresher = Refresher(store, session_codec(config), providers, config.tokens)
-    authorizer = Authorizer(Decider(config), store, refresher)
+    refresher = Refresher(store, codec, providers, config.tokens)
+    # Entries never outlive a tenth of the idle window, so a busy session is re-read (and
+    # its idle timeout slid, see gateway.store) before Redis could forget it.
+    cache_ttl = min(
+        config.ext_authz.session_cache_ttl, config.session.idle_timeout * TOUCH_FRACTION
+    )
+    sessions = CachedSessions(
+        store,
+        SessionCache(cache_ttl),
+        async_subscriber_client(config.redis),
+        codec.invalidation_channel,
+    )
+    if config.ext_authz.session_cache_ttl > 0:
+        sessions.start()
+    authorizer = Authorizer(Decider(config), sessions, refresher)
 
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     auth_grpc.add_AuthorizationServicer_to_server(AuthorizationService(authorizer), server)
@@ -89,7 +107,7 @@ async def start_server(config: GatewayConfig, listen: str | None = None) -> Runn
     for service in ("", AUTHORIZATION_SERVICE):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("ext_authz listening", extra={"address": address})
-    return RunningServer(server, address, health, store)
+    return RunningServer(server, address, health, store, sessions)
 
 
 async def serve(config: GatewayConfig, listen: str | None = None) -> None:

@@ -200,6 +200,12 @@ class ExtAuthzSettings(_Model):
         (), description="Extra origins allowed to send cookie-authenticated unsafe requests."
     )
     max_cookie_header_bytes: int = Field(8192, gt=0)
+    session_cache_ttl: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = Field(
+        2.0,
+        description="How long a worker may answer from its in-memory copy of a session; "
+        "changes reach every worker at once via pub/sub, this only bounds the worst case. "
+        "0 turns the cache off.",
+    )
 
     @field_validator("allowed_origins")
     @classmethod

@@ -64,3 +64,14 @@ def translate_redis_errors(action: str) -> Iterator[None]:
         yield
     except (redis.RedisError, OSError) as exc:
         raise StoreUnavailable(f"redis unavailable while {action}: {type(exc).__name__}") from exc
+
+
+def async_subscriber_client(settings: RedisSettings) -> redis.asyncio.Redis:
+    """A client for one long-lived pub/sub connection: reads wait as long as they must (the
+    subscriber pings to notice a silent server), connecting is bounded like everything else."""
+    return redis.asyncio.Redis.from_url(
+        settings.url,
+        socket_timeout=None,
+        socket_connect_timeout=settings.timeout,
+        retry=AsyncRetry(NoBackoff(), 0),
+    )

@@ -81,8 +81,9 @@ class SessionAdmin:
             pipe = self._redis.pipeline(transaction=False)
             for lookup_id in lookup_ids:
                 pipe.delete(self._codec.record_key_for(lookup_id))
+                pipe.publish(self._codec.invalidation_channel, lookup_id)
             pipe.delete(index)
-            return sum(int(n) for n in pipe.execute()[:-1])
+            return sum(int(n) for n in pipe.execute()[:-1:2])
 
     def revoke_session(self, lookup_id_prefix: str) -> SessionSummary | None:
         """End the one session whose lookup id starts with the prefix (at least 8 chars).
@@ -103,6 +104,7 @@ class SessionAdmin:
             pipe = self._redis.pipeline(transaction=False)
             pipe.delete(self._codec.record_key_for(found.lookup_id))
             pipe.hdel(self._codec.user_index_key(found.subject), found.lookup_id)
+            pipe.publish(self._codec.invalidation_channel, found.lookup_id)
             pipe.execute()
         return found
 

@@ -158,6 +158,12 @@ class SessionCodec:
         # The braces are a Redis Cluster hash tag: every key of one session shares a slot.
         return f"{self._prefix}s:{{{lookup_id}}}"
 
+    @property
+    def invalidation_channel(self) -> str:
+        """Pub/sub channel on which every change to a session is announced by lookup id, so
+        ext_authz workers drop their cached copy at once."""
+        return f"{self._prefix}invalidate"
+
     def refresh_lock_key(self, lookup_id: str, provider_id: str) -> str:
         """The lock that lets one process at a time refresh one provider's tokens."""
         return f"{self._prefix}lock:{{{lookup_id}}}:{provider_id}"

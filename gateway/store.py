@@ -71,6 +71,7 @@ class SessionStore:
             for index in self._index_keys(session):
                 pipe.hset(index, credential.lookup_id, summary)
                 pipe.pexpire(index, index_ttl)
+            pipe.publish(self._codec.invalidation_channel, credential.lookup_id)
             pipe.execute()
 
     def _index_keys(self, session: Session) -> list[str]:
@@ -96,6 +97,7 @@ class SessionStore:
             pipe.delete(self._codec.record_key(credential))
             for index in self._index_keys(session) if session else ():
                 pipe.hdel(index, credential.lookup_id)
+            pipe.publish(self._codec.invalidation_channel, credential.lookup_id)
             return bool(pipe.execute()[0])
 
     def lookup_ids_of_user(self, subject: str) -> list[str]:
@@ -120,7 +122,9 @@ class SessionStore:
             for lookup_id in lookup_ids:
                 pipe.delete(self._codec.record_key_for(lookup_id))
             pipe.delete(index)
-            return sum(int(n) for n in pipe.execute()[:-1])
+            for lookup_id in lookup_ids:
+                pipe.publish(self._codec.invalidation_channel, lookup_id)
+            return sum(int(n) for n in pipe.execute()[: len(lookup_ids)])
 
 
 class AsyncSessionStore:

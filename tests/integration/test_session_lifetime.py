@@ -80,9 +80,10 @@ def test_redis_writes_per_request_stay_bounded(stack):
     stats = client.info("commandstats")
     writes = sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in WRITE_COMMANDS)
     reads = stats.get("cmdstat_get", {}).get("calls", 0)
-    assert reads >= 100
     # One slide per tenth of the idle window at most, not one write per request.
     assert writes <= 12, stats
+    # Each worker reads the session once, then answers from memory until told it changed.
+    assert 1 <= reads <= 2 * len(stack.workers) + 4, stats
 
 
 def gateway_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -44,16 +44,22 @@ def api_get(stack: Stack, cookie: str) -> requests.Response:
 
 def test_paused_redis_gives_503_within_envoys_timeout_and_the_session_survives(stack, own_redis):
     cookie = stack.create_session(tokens={"primary": "tok"}).encode()
+    stack_cookie_unseen = stack.create_session(tokens={"primary": "tok"}).encode()
     assert api_get(stack, cookie).status_code == 200
 
     own_redis.pause()
     try:
+        # A session used a moment ago may be answered from a worker's memory for up to
+        # session_cache_ttl; the workers notice the silent Redis and stop trusting it.
+        time.sleep(stack.config.ext_authz.session_cache_ttl + 0.5)
         started = time.monotonic()
         response = api_get(stack, cookie)
         elapsed = time.monotonic() - started
+        never_seen = api_get(stack, stack_cookie_unseen)
     finally:
         own_redis.resume()
     assert response.status_code == 503
+    assert never_seen.status_code == 503
     assert elapsed < stack.config.ext_authz.timeout + 0.5
     assert "set-cookie" not in response.headers  # nobody was logged out
 
@@ -120,16 +126,21 @@ def test_sigterm_lets_in_flight_checks_finish(tmp_path, own_redis, echo_backend)
     stack = start_stack(tmp_path, own_redis, echo_backend)
     stack.stop()
     server = ExtAuthzServer(stack.config_path).start()
-    cookie = stack.create_session(tokens={"primary": "tok"}).encode()
-    request = external_auth_pb2.CheckRequest()
-    http = request.attributes.request.http
-    http.method, http.path = "GET", "/api/x"
-    http.headers["cookie"] = f"{stack.cookie_name}={cookie}"
-    request.attributes.context_extensions["route"] = "api"
+    def check_request(cookie: str) -> external_auth_pb2.CheckRequest:
+        request = external_auth_pb2.CheckRequest()
+        http = request.attributes.request.http
+        http.method, http.path = "GET", "/api/x"
+        http.headers["cookie"] = f"{stack.cookie_name}={cookie}"
+        request.attributes.context_extensions["route"] = "api"
+        return request
+
+    warm = check_request(stack.create_session(tokens={"primary": "tok"}).encode())
+    # Not seen before, so not in the worker's memory: its check must wait for Redis.
+    request = check_request(stack.create_session(tokens={"primary": "tok"}).encode())
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-            assert stub.Check(request, timeout=5).status.code == 0  # warm: connected, serving
+            assert stub.Check(warm, timeout=5).status.code == 0  # connected and serving
             own_redis.pause()  # the next check now waits for Redis' timeout
             try:
                 in_flight = stub.Check.future(request, timeout=5)

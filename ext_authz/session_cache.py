@@ -1,0 +1,165 @@
+"""A short-lived in-process cache of decrypted sessions, invalidated through Redis pub/sub.
+
+Most checks are for a session seen a moment ago; serving those from memory saves the Redis
+round trip and the decryption. Correctness rests on three rules:
+
+- every change to a session in Redis (logout, revocation, refresh, re-login) is published on
+  the invalidation channel, and each worker drops that entry the moment it hears it;
+- while the subscription is not known to be working (starting, reconnecting, Redis down),
+  the cache is bypassed and emptied, so a missed message can never keep a revoked session
+  alive;
+- an entry lives at most ``ttl`` seconds in any case, which bounds staleness even if a
+  message were lost in flight.
+
+Entries are keyed by lookup id and also hold the session secret: a hit requires the same
+secret, so knowing a session id alone never authorizes from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections import OrderedDict
+
+import redis
+import redis.asyncio
+
+from gateway.credentials import SessionCredential
+from gateway.sessions import Session
+from gateway.store import AsyncSessionStore
+
+logger = logging.getLogger(__name__)
+
+_RECONNECT_SECONDS = 1.0
+_PING_SECONDS = 0.5
+# No reply to our pings for this long: the feed is presumed dead and the cache goes off.
+_SILENCE_SECONDS = 1.5
+
+
+class SessionCache:
+    """Bounded LRU of (secret, session, deadline) by lookup id."""
+
+    def __init__(self, ttl: float, max_entries: int = 100_000) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[bytes, Session, float]] = OrderedDict()
+        self.enabled = False  # only while invalidations are known to arrive
+
+    def get(self, credential: SessionCredential, lookup_id: str) -> Session | None:
+        if not self.enabled:
+            return None
+        entry = self._entries.get(lookup_id)
+        if entry is None:
+            return None
+        secret, session, deadline = entry
+        if time.monotonic() >= deadline or not hmac.compare_digest(secret, credential.secret):
+            self._entries.pop(lookup_id, None)
+            return None
+        return session
+
+    def put(self, credential: SessionCredential, lookup_id: str, session: Session) -> None:
+        if not self.enabled or self._ttl <= 0:
+            return
+        self._entries[lookup_id] = (credential.secret, session, time.monotonic() + self._ttl)
+        self._entries.move_to_end(lookup_id)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def evict(self, lookup_id: str) -> None:
+        self._entries.pop(lookup_id, None)
+
+    def disable(self) -> None:
+        self.enabled = False
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class CachedSessions:
+    """The session source ext_authz checks use: cache first, then the store."""
+
+    def __init__(
+        self,
+        store: AsyncSessionStore,
+        cache: SessionCache,
+        client: redis.asyncio.Redis,
+        channel: str,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._client = client
+        self._channel = channel
+        self._listener: asyncio.Task[None] | None = None
+
+    async def load(self, credential: SessionCredential) -> Session | None:
+        lookup_id = credential.lookup_id
+        cached = self._cache.get(credential, lookup_id)
+        if cached is not None:
+            return cached
+        session = await self._store.load(credential)
+        if session is not None:
+            self._cache.put(credential, lookup_id, session)
+        return session
+
+    def remember(self, credential: SessionCredential, session: Session) -> None:
+        """Keep a session this worker just changed (e.g. refreshed tokens)."""
+        self._cache.put(credential, credential.lookup_id, session)
+
+    def start(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except asyncio.CancelledError:
+                pass
+            self._listener = None
+        self._cache.disable()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+            try:
+                await pubsub.subscribe(self._channel)
+                await self._follow(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError, TimeoutError) as exc:
+                logger.warning(
+                    "session invalidation feed lost; cache off",
+                    extra={"detail": type(exc).__name__},
+                )
+            finally:
+                self._cache.disable()
+                try:
+                    await pubsub.aclose()
+                except (redis.RedisError, OSError):
+                    pass
+            await asyncio.sleep(_RECONNECT_SECONDS)
+
+    async def _follow(self, pubsub: redis.asyncio.client.PubSub) -> None:
+        """Apply invalidations; ping so that a silent (paused, failed-over) Redis is noticed."""
+        last_heard = time.monotonic()
+        next_ping = last_heard
+        while True:
+            now = time.monotonic()
+            if now >= next_ping:
+                await pubsub.ping()
+                next_ping = now + _PING_SECONDS
+            message = await pubsub.get_message(timeout=_PING_SECONDS / 2)
+            if message is not None:
+                last_heard = time.monotonic()
+                kind = message["type"]
+                if kind == "subscribe":
+                    self._cache.enabled = True  # from now on no change goes unheard
+                elif kind == "message":
+                    data = message["data"]
+                    self._cache.evict(data.decode() if isinstance(data, bytes) else data)
+            elif time.monotonic() - last_heard > _SILENCE_SECONDS:
+                raise TimeoutError("the invalidation feed went silent")
