@@ -24,7 +24,7 @@ logger = logging.getLogger("ext_authz.check")
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
 _DENIED_STATUS = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
-_INTERNAL_ERROR = Deny(
+INTERNAL_ERROR = Deny(
     None,
     "internal_error",
     503,
@@ -86,16 +86,23 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
         except Exception:
             # A bug must not open the gate: deny, and say so in the log.
             logger.exception("check failed unexpectedly")
-            decision = _INTERNAL_ERROR
-        logger.info(
-            "check",
-            extra={
-                "request_id": check.header("x-request-id"),
-                "route": decision.route,
-                "decision": "allow" if isinstance(decision, Allow) else "deny",
-                "reason": decision.reason,
-                "status": 200 if isinstance(decision, Allow) else decision.status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-        )
+            decision = INTERNAL_ERROR
+        log_decision(check, decision, time.perf_counter() - started)
         return to_check_response(decision)
+
+
+def log_decision(check: CheckRequest, decision: Decision, seconds: float) -> None:
+    """One JSON line per decision: request id, route, outcome, latency; never a credential."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    logger.info(
+        "check",
+        extra={
+            "request_id": check.header("x-request-id"),
+            "route": decision.route,
+            "decision": "allow" if isinstance(decision, Allow) else "deny",
+            "reason": decision.reason,
+            "status": 200 if isinstance(decision, Allow) else decision.status,
+            "latency_ms": round(seconds * 1000, 3),
+        },
+    )

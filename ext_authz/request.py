@@ -6,6 +6,7 @@ These take hostile input: every parser returns a clear result or raises
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -15,6 +16,7 @@ from gateway.credentials import SessionCredential, looks_like_credential
 from gateway.errors import CredentialError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,8 @@ def cookie_header_without(cookie_header: str, names: frozenset[str]) -> str:
     kept = []
     for chunk in cookie_header.replace(",", ";").split(";"):
         name = chunk.partition("=")[0].strip()
-        if chunk.strip() and name not in names:
+        # A chunk with control characters could never be a valid cookie; never pass it on.
+        if chunk.strip() and name not in names and not _CONTROL.search(chunk):
             kept.append(chunk.strip())
     return "; ".join(kept)
 

@@ -1,8 +1,10 @@
-"""The ext_authz gRPC server's lifecycle: build, bind, serve, stop gracefully.
+"""One ext_authz worker's lifecycle: build, bind, serve, stop gracefully.
 
-``start_server`` binds port 0 in tests and returns the bound address; ``serve`` runs until
-SIGTERM/SIGINT, then reports NOT_SERVING, lets in-flight checks finish within the grace
-period and closes Redis.
+The transport is Envoy's gRPC Authorization service (the default and reference, with gRPC
+health and reflection) or its HTTP mode (``ext_authz.transport: http``). ``start_server``
+binds port 0 in tests and returns the bound address; ``serve`` runs until SIGTERM/SIGINT,
+then reports NOT_SERVING, lets in-flight checks finish within the grace period and closes
+Redis.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
@@ -21,16 +23,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from ext_authz.authorizer import Authorizer
-from ext_authz.decision import Decider
+from ext_authz.components import Components, build_components
 from ext_authz.grpc_service import AuthorizationService
-from ext_authz.refresh import Refresher
-from ext_authz.session_cache import CachedSessions, SessionCache
+from ext_authz.http_service import start_http_server
 from gateway.config import GatewayConfig
-from gateway.providers import ProviderClient
-from gateway.redis_client import async_subscriber_client
-from gateway.session_factory import async_store, session_codec
-from gateway.store import TOUCH_FRACTION, AsyncSessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -40,27 +36,36 @@ GRACE_SECONDS = 5.0
 
 @dataclass
 class RunningServer:
-    server: grpc.aio.Server
     address: str  # "host:port" or "unix:/path", as Envoy should dial it
-    health: HealthServicer
-    store: AsyncSessionStore
-    sessions: CachedSessions
+    components: Components
+    grpc_server: grpc.aio.Server | None = None
+    health: HealthServicer | None = None
+    http_server: asyncio.base_events.Server | None = None
+    serving: list[bool] = field(default_factory=lambda: [True])
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
         """Report NOT_SERVING, finish in-flight checks, then close Redis."""
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
-        await self.sessions.stop()
-        await self.store.close()
+        self.serving[0] = False
+        if self.grpc_server is not None and self.health is not None:
+            await self.health.enter_graceful_shutdown()
+            await self.grpc_server.stop(grace)
+        if self.http_server is not None:
+            self.http_server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.http_server.wait_closed(), grace)
+        await self.components.close()
+
+
+def _unlink_stale_socket(listen: str) -> None:
+    if listen.startswith("unix:"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(listen.removeprefix("unix:"))  # left behind by a killed predecessor
 
 
 def _bind(server: grpc.aio.Server, listen: str) -> str:
     if listen.startswith("unix:"):
-        path = listen.removeprefix("unix:").removeprefix("//")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a socket left behind by a killed predecessor
-        server.add_insecure_port(f"unix:{path}")
-        return f"unix:{path}"
+        server.add_insecure_port(listen)
+        return listen
     host, _, _ = listen.rpartition(":")
     port = server.add_insecure_port(listen)
     if port == 0:
@@ -68,30 +73,11 @@ def _bind(server: grpc.aio.Server, listen: str) -> str:
     return f"{host}:{port}"
 
 
-async def start_server(config: GatewayConfig, listen: str | None = None) -> RunningServer:
-    """Build the services from ``config`` and start serving on ``listen`` (port 0 allowed)."""
-    store = async_store(config)
-    codec = session_codec(config)
-    callback = f"{config.public_url}{config.login_app.path_prefix}/callback"
-    providers = {p.id: ProviderClient(p, callback) for p in config.providers}
-    refresher = Refresher(store, codec, providers, config.tokens)
-    # Entries never outlive a tenth of the idle window, so a busy session is re-read (and
-    # its idle timeout slid, see gateway.store) before Redis could forget it.
-    cache_ttl = min(
-        config.ext_authz.session_cache_ttl, config.session.idle_timeout * TOUCH_FRACTION
-    )
-    sessions = CachedSessions(
-        store,
-        SessionCache(cache_ttl),
-        async_subscriber_client(config.redis),
-        codec.invalidation_channel,
-    )
-    if config.ext_authz.session_cache_ttl > 0:
-        sessions.start()
-    authorizer = Authorizer(Decider(config), sessions, refresher)
-
+async def _start_grpc(components: Components, listen: str) -> RunningServer:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    auth_grpc.add_AuthorizationServicer_to_server(AuthorizationService(authorizer), server)
+    auth_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationService(components.authorizer), server
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -102,12 +88,31 @@ async def start_server(config: GatewayConfig, listen: str | None = None) -> Runn
         ),
         server,
     )
-    address = _bind(server, listen or config.ext_authz.listen)
+    address = _bind(server, listen)
     await server.start()
     for service in ("", AUTHORIZATION_SERVICE):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    logger.info("ext_authz listening", extra={"address": address})
-    return RunningServer(server, address, health, store, sessions)
+    return RunningServer(address, components, grpc_server=server, health=health)
+
+
+async def start_server(config: GatewayConfig, listen: str | None = None) -> RunningServer:
+    """Build the services from ``config`` and start serving on ``listen`` (port 0 allowed)."""
+    listen = listen or config.ext_authz.listen
+    _unlink_stale_socket(listen)
+    components = build_components(config)
+    if config.ext_authz.transport == "http":
+        running = RunningServer("", components)
+        server, address = await start_http_server(
+            components.authorizer, listen, lambda: running.serving[0]
+        )
+        running.address, running.http_server = address, server
+    else:
+        running = await _start_grpc(components, listen)
+    logger.info(
+        "ext_authz listening",
+        extra={"address": running.address, "transport": config.ext_authz.transport},
+    )
+    return running
 
 
 async def serve(config: GatewayConfig, listen: str | None = None) -> None:

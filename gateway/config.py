@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -46,6 +47,7 @@ _RESERVED_HEADERS = frozenset(
     {"host", "cookie", "content-length", "transfer-encoding", "connection", "upgrade", "te"}
 )
 MIN_SECRET_LENGTH = 32
+MAX_DURATION_SECONDS = 10 * 366 * 86400.0
 
 
 def _parse_duration(value: Any) -> Any:
@@ -53,13 +55,17 @@ def _parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '30m'")
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
             raise ValueError(f"{value!r} is not a duration (use e.g. 90, '90s', '30m', '12h')")
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return value
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        return value
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_SECONDS:
+        raise ValueError("a duration must be finite and at most ten years")
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
@@ -194,7 +200,15 @@ class RedisSettings(_Model):
 
 
 class ExtAuthzSettings(_Model):
-    listen: str = Field("127.0.0.1:50051", description="host:port or unix:/path")
+    listen: str = Field(
+        "127.0.0.1:50051",
+        description="host:port or unix:/path of the first worker; worker i listens on port+i "
+        "(or /path with -i before its extension)",
+    )
+    transport: Literal["grpc", "http"] = Field(
+        "grpc", description="Envoy's ext_authz mode: grpc (reference) or http (http_service)."
+    )
+    workers: int = Field(1, ge=1, le=64, description="Worker processes, one endpoint each.")
     timeout: Duration = Field(1.0, description="How long Envoy waits for a decision.")
     allowed_origins: tuple[str, ...] = Field(
         (), description="Extra origins allowed to send cookie-authenticated unsafe requests."
@@ -211,6 +225,32 @@ class ExtAuthzSettings(_Model):
     @classmethod
     def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_origin_of(_http_url(v, allow_path=False)) for v in value)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value.startswith("unix:"):
+            if not value.removeprefix("unix:").startswith("/"):
+                raise ValueError("a unix socket path must be absolute: unix:/path")
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port or unix:/path")
+        return value
+
+    def endpoints(self) -> tuple[str, ...]:
+        """Every worker's listen address, in worker order."""
+        if self.workers == 1:
+            return (self.listen,)
+        if self.listen.startswith("unix:"):
+            stem, dot, extension = self.listen.rpartition(".")
+            if not dot or "/" in extension:
+                stem, dot, extension = self.listen, "", ""
+            return tuple(f"{stem}-{i}{dot}{extension}" for i in range(self.workers))
+        host, _, port = self.listen.rpartition(":")
+        if int(port) == 0:
+            raise ValueError("several workers need a fixed first port, not 0")
+        return tuple(f"{host}:{int(port) + i}" for i in range(self.workers))
 
 
 class LoginAppSettings(_Model):
@@ -454,7 +494,8 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[
         raw.setdefault("redis", {})
         if isinstance(raw["redis"], dict):
             raw["redis"]["url"] = environ["GATEWAY_REDIS_URL"]
-    for provider in raw.get("providers") or ():
+    providers = raw.get("providers")
+    for provider in providers if isinstance(providers, list) else ():
         if isinstance(provider, dict) and isinstance(provider.get("id"), str):
             secret = environ.get(provider_secret_variable(provider["id"]))
             if secret:

@@ -60,6 +60,8 @@ class LoginAttempt:
     identity: dict[str, Any] | None = None
     replaces: str | None = None  # credential of the session this login replaces
     carried_subject: str | None = None  # whose tokens were carried over from that session
+    for_device: str | None = None  # a CLI login's device id: the new session goes to the CLI
+    approver_subject: str | None = None  # who approved that CLI login in this browser
 
     @property
     def provider_id(self) -> str:
@@ -107,12 +109,22 @@ class AttemptStore:
         digest = hashlib.sha256(state.encode()).hexdigest()
         return f"{self._prefix}login-state:{{{attempt_id_of(state)}}}:{digest}"
 
-    def start(self, redirect_url: str, steps: list[str], replaces: str | None) -> LoginAttempt:
+    def start(
+        self,
+        redirect_url: str,
+        steps: list[str],
+        replaces: str | None = None,
+        *,
+        for_device: str | None = None,
+        approver_subject: str | None = None,
+    ) -> LoginAttempt:
         return LoginAttempt(
             attempt_id=secrets.token_urlsafe(18),
             redirect_url=redirect_url,
             steps=steps,
             replaces=replaces,
+            for_device=for_device,
+            approver_subject=approver_subject,
         )
 
     def save(self, attempt: LoginAttempt, binding: str) -> None:

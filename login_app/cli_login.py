@@ -2,11 +2,15 @@
 
     POST /cli/start     no auth        a device_code for the CLI, a user_code for the person
     GET  /cli/approve   session        type the code, or see it with Approve / Deny
-    POST /cli/approve   session, CSRF  approve (a new session for the CLI) or deny
+    POST /cli/approve   session, CSRF  approve (log in again, for the CLI) or deny
     POST /cli/token     device_code    RFC 8628 §3.5 polling; the credential is handed out once
 
-Approval copies the browser session's identity and tokens into a brand-new session, so the
-CLI never holds the browser's credential and each can be logged out on its own.
+Approving runs the whole login sequence once more in the browser (login.py): the identity
+providers' SSO sessions usually make that a few redirects. Its finish gives the CLI a
+brand-new session with tokens of its own, never copies of the browser's: with providers that
+rotate refresh tokens, a refresh in one session would otherwise end the other's. The CLI never
+holds the browser's credential, and each can be logged out on its own. The device stays
+pending until that login finishes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, jsonify, redirect, render_template, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -24,7 +28,6 @@ from gateway.credentials import SessionCredential
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid, StoreUnavailable
 from gateway.sessions import Session
-from gateway.store import new_session_times
 from login_app.device_codes import (
     GUESS_LIMIT,
     GUESS_WINDOW_SECONDS,
@@ -39,8 +42,9 @@ from login_app.device_codes import (
     display_user_code,
     normalize_user_code,
 )
-from login_app.device_store import DeviceCodeStore, DeviceRecord
+from login_app.device_store import APP_EXTENSION, DeviceCodeStore, DeviceRecord, device_codes
 from login_app.errors import LoginError, LoginUnavailable
+from login_app.login import DeviceLoginLapsed, start_device_login
 from login_app.pages import error_response
 from login_app.services import Services, parse_credential, services
 
@@ -48,7 +52,6 @@ logger = logging.getLogger(__name__)
 blueprint = Blueprint("cli_login", __name__)
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 §3.4
-_EXTENSION = "gateway.device_codes"
 # pages.wants_json() answers JSON for every path under /cli/; these two are browser pages.
 _BROWSER_ENDPOINTS = frozenset({"cli_login.approve_page", "cli_login.approve"})
 _EXPLANATIONS = {
@@ -59,6 +62,8 @@ _EXPLANATIONS = {
     "was approved. Open the link your terminal shows again.",
     "too_many_requests": "Too many wrong codes were tried from your network. Wait ten minutes "
     "and try again.",
+    "cli_login_lapsed": "The code in your terminal ran out or was used while you were logging "
+    "in, so the command-line tool was not logged in. Start the login in your terminal again.",
     "unavailable": "A service the login needs is not answering. Please try again shortly.",
 }
 
@@ -67,13 +72,9 @@ _EXPLANATIONS = {
 def _build_store(state: BlueprintSetupState) -> None:
     svc: Services = state.app.extensions["gateway"]
     cipher = RecordCipher(svc.config.session.secret_keys)
-    state.app.extensions[_EXTENSION] = DeviceCodeStore(
+    state.app.extensions[APP_EXTENSION] = DeviceCodeStore(
         svc.redis, cipher, svc.config.redis.key_prefix
     )
-
-
-def device_codes() -> DeviceCodeStore:
-    return current_app.extensions[_EXTENSION]  # type: ignore[no-any-return]
 
 
 def _client() -> str:
@@ -139,7 +140,9 @@ def approve_page() -> BaseResponse | str:
     credential, session = approver
     if not typed:
         return render_template(
-            "cli_approve.html", title="Log in a command-line tool", user_code=None,
+            "cli_approve.html",
+            title="Log in a command-line tool",
+            user_code=None,
             action_url=svc.url("/cli/approve"),
         )
     if user_code is None:
@@ -175,34 +178,17 @@ def approve() -> BaseResponse | str:
     if action not in ("approve", "deny"):
         raise ApprovalForged("the approval names no action")
     record = _pending_record(user_code)
-    now = time.time()
     if action == "deny":
-        if not device_codes().deny(record.device_id, now):
+        if not device_codes().deny(record.device_id, time.time()):
             raise UnknownUserCode("the code was settled meanwhile")
         logger.info("cli login denied")
         return render_template(
-            "cli_done.html", title="Command-line login denied",
+            "cli_done.html",
+            title="Command-line login denied",
             message="You denied the login. The command-line tool was not logged in.",
         )
-    _approve(svc, session, record, now)
-    logger.info("cli login approved")
-    return render_template(
-        "cli_done.html", title="Command-line login approved",
-        message="You approved the login. The command-line tool is now logged in as you.",
-    )
-
-
-def _approve(svc: Services, session: Session, record: DeviceRecord, now: float) -> None:
-    """A new session for the device, with the approver's identity and tokens."""
-    created_at, expires_at = new_session_times(svc.config.session, now)
-    device_session = Session(session.identity, created_at, expires_at, dict(session.tokens))
-    device_credential = SessionCredential.generate()
-    # Saved before the record flips to approved, so a poll never gets a dead credential. Should
-    # Redis fail in between, the orphan is unreadable (its secret was never stored) and idles out.
-    svc.sessions.save(device_credential, device_session)
-    if not device_codes().approve(record.device_id, device_credential.encode(), expires_at, now):
-        svc.sessions.delete(device_credential, device_session)
-        raise UnknownUserCode("the code was settled meanwhile")
+    logger.info("cli login approval logs in again")
+    return start_device_login(svc, record.device_id, session.identity.subject)
 
 
 def _pending_record(user_code: str) -> DeviceRecord:
@@ -274,6 +260,13 @@ def _login_error(error: LoginError):  # type: ignore[no-untyped-def]
     if request.endpoint in _BROWSER_ENDPOINTS:
         return _error_page(error)
     return error_response(error)
+
+
+@blueprint.app_errorhandler(DeviceLoginLapsed)
+def _device_login_lapsed(error: DeviceLoginLapsed):  # type: ignore[no-untyped-def]
+    """Raised where an approval's login sequence ends (login.callback); explained here."""
+    logger.info("cli login error", extra={"code": error.code, "detail": str(error)})
+    return _error_page(error)
 
 
 @blueprint.errorhandler(StoreUnavailable)

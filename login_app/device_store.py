@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from flask import current_app
 from redis.typing import EncodableT, FieldT
 
 from gateway.crypto import RecordCipher
@@ -41,6 +42,16 @@ from login_app.device_codes import (
     seal_for_device,
 )
 from login_app.errors import LoginError
+
+# Where an app keeps its store, built by cli_login at registration. The accessor lives here
+# because login.py needs it too (to hand a finished CLI login to its device) and cli_login
+# imports login.py.
+APP_EXTENSION = "gateway.device_codes"
+
+
+def device_codes() -> DeviceCodeStore:
+    """The current app's device store."""
+    return current_app.extensions[APP_EXTENSION]  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)

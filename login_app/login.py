@@ -3,6 +3,11 @@
 The first provider of the sequence (the primary) says who the user is; every later one only
 adds its tokens. A provider whose token in the current session is still valid is skipped.
 The finished login always gets a brand-new session id and secret (no session fixation).
+
+A CLI login's approval runs the same sequence for the device, none skipped, so the CLI
+session gets token families of its own: providers that rotate refresh tokens would otherwise
+break one of two sessions sharing a refresh token. Its finish hands the new session to the
+device and leaves the browser's own session alone.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import logging
 import time
 from dataclasses import asdict
 
-from flask import Blueprint, redirect, request
+from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from gateway.credentials import SessionCredential
@@ -25,7 +30,14 @@ from login_app.cookies import (
     set_binding_cookie,
     set_session_cookie,
 )
-from login_app.errors import IdTokenInvalid, LoginError, ProviderError, StateMismatch
+from login_app.device_store import device_codes
+from login_app.errors import (
+    AttemptExpired,
+    IdTokenInvalid,
+    LoginError,
+    ProviderError,
+    StateMismatch,
+)
 from login_app.redirects import safe_redirect_target
 from login_app.services import Services, parse_credential, services
 
@@ -35,6 +47,14 @@ blueprint = Blueprint("login", __name__)
 # A token this close to expiry is not worth skipping its provider's login for.
 SKIP_MARGIN_SECONDS = 60
 _MAX_PARAMETER = 4096
+
+
+class DeviceLoginLapsed(AttemptExpired):
+    """The CLI login expired, or was settled elsewhere, while the browser was logging in."""
+
+    code = "cli_login_lapsed"
+    title = "The command-line login can no longer be approved"
+    retry = False
 
 
 def redirect_target(svc: Services, value: str | None) -> str:
@@ -82,6 +102,25 @@ def login() -> Response:
         attempt.carried_subject = existing.identity.subject
         for pid in valid:
             attempt.add_tokens(pid, existing.tokens[pid])
+    return begin_login(svc, attempt)
+
+
+def start_device_login(svc: Services, device_id: str, approver_subject: str) -> Response:
+    """Log the browser in through every provider again, for a new session for a CLI device."""
+    if not svc.login_sequence:
+        raise LoginError("no provider is configured for login")
+    attempt = svc.attempts.start(
+        svc.url("/cli/approve"),  # never followed: the finish shows a page instead
+        svc.login_sequence,
+        for_device=device_id,
+        approver_subject=approver_subject,
+    )
+    return begin_login(svc, attempt)
+
+
+def begin_login(svc: Services, attempt: LoginAttempt) -> Response:
+    """Send the browser to the attempt's first provider."""
+    # Reusing the browser's binding keeps its other attempts (other tabs) working.
     binding = request.cookies.get(binding_cookie_name(svc.config))
     try:
         binding_bytes(binding)
@@ -113,7 +152,7 @@ def _argument(name: str) -> str | None:
 
 
 @blueprint.get("/callback")
-def callback() -> Response:
+def callback() -> Response | str:
     svc = services()
     state = _argument("state")
     if not state:
@@ -156,7 +195,7 @@ def callback() -> Response:
     return _finish(svc, attempt, now)
 
 
-def _finish(svc: Services, attempt: LoginAttempt, now: float) -> Response:
+def _finish(svc: Services, attempt: LoginAttempt, now: float) -> Response | str:
     identity = attempt.identity_value()
     if identity is None:
         raise LoginError("the login sequence produced no identity")
@@ -164,6 +203,8 @@ def _finish(svc: Services, attempt: LoginAttempt, now: float) -> Response:
     session = Session(identity, created_at, expires_at, attempt.token_sets())
     credential = SessionCredential.generate()
     svc.sessions.save(credential, session)
+    if attempt.for_device is not None:
+        return _hand_to_device(svc, attempt, attempt.for_device, credential, session, now)
     replaced = parse_credential(attempt.replaces)
     if replaced is not None:
         try:
@@ -175,3 +216,34 @@ def _finish(svc: Services, attempt: LoginAttempt, now: float) -> Response:
     response = redirect(attempt.redirect_url)
     set_session_cookie(response, svc.config, credential)
     return response
+
+
+def _hand_to_device(
+    svc: Services,
+    attempt: LoginAttempt,
+    device_id: str,
+    credential: SessionCredential,
+    session: Session,
+    now: float,
+) -> str:
+    """Give the new session to the waiting CLI; the browser gets no cookie and keeps its own."""
+    svc.attempts.finish(attempt)
+    if session.identity.subject != attempt.approver_subject:
+        # The person has just proved this identity at the IdP, so the CLI gets it; an approver
+        # switching accounts midway is worth a trace all the same.
+        logger.warning(
+            "cli login approved as one user and logged in as another",
+            extra={"approver": attempt.approver_subject, "subject": session.identity.subject},
+        )
+    # The session is saved before the record flips to approved, so a poll never gets a dead
+    # credential. Should Redis fail in between, the orphan is unreadable (its secret was never
+    # stored) and idles out.
+    if not device_codes().approve(device_id, credential.encode(), session.expires_at, now):
+        svc.sessions.delete(credential, session)
+        raise DeviceLoginLapsed("the CLI login expired or was settled during the browser's login")
+    logger.info("cli login approved", extra={"providers": sorted(attempt.tokens)})
+    return render_template(
+        "cli_done.html",
+        title="Command-line login approved",
+        message="You approved the login. The command-line tool is now logged in as you.",
+    )

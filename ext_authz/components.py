@@ -1,0 +1,49 @@
+"""Everything a worker needs to decide checks, built once from the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ext_authz.authorizer import Authorizer
+from ext_authz.decision import Decider
+from ext_authz.refresh import Refresher
+from ext_authz.session_cache import CachedSessions, SessionCache
+from gateway.config import GatewayConfig
+from gateway.providers import ProviderClient
+from gateway.redis_client import async_subscriber_client
+from gateway.session_factory import async_store, session_codec
+from gateway.store import TOUCH_FRACTION, AsyncSessionStore
+
+
+@dataclass
+class Components:
+    authorizer: Authorizer
+    store: AsyncSessionStore
+    sessions: CachedSessions
+
+    async def close(self) -> None:
+        await self.sessions.stop()
+        await self.store.close()
+
+
+def build_components(config: GatewayConfig) -> Components:
+    """Wire store, cache, refresher and decider; starts the cache's invalidation feed."""
+    store = async_store(config)
+    codec = session_codec(config)
+    callback = f"{config.public_url}{config.login_app.path_prefix}/callback"
+    providers = {p.id: ProviderClient(p, callback) for p in config.providers}
+    refresher = Refresher(store, codec, providers, config.tokens)
+    # Entries never outlive a tenth of the idle window, so a busy session is re-read (and
+    # its idle timeout slid, see gateway.store) before Redis could forget it.
+    cache_ttl = min(
+        config.ext_authz.session_cache_ttl, config.session.idle_timeout * TOUCH_FRACTION
+    )
+    sessions = CachedSessions(
+        store,
+        SessionCache(cache_ttl),
+        async_subscriber_client(config.redis),
+        codec.invalidation_channel,
+    )
+    if cache_ttl > 0:
+        sessions.start()
+    return Components(Authorizer(Decider(config), sessions, refresher), store, sessions)

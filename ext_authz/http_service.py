@@ -1,0 +1,155 @@
+"""Envoy's HTTP ext_authz mode (``http_service``): the same decision core over plain HTTP/1.1.
+
+Envoy sends each request's method, path (behind ``PATH_PREFIX``) and allowed headers with no
+body; a 200 reply allows it, and Envoy copies the reply's allowed upstream headers onto the
+request and removes those named in ``x-envoy-auth-headers-to-remove``; any other reply is
+sent to the client as it is. The peer is our own Envoy on a private socket, so this parser
+is deliberately small: it reads request heads, never bodies, and closes the connection on
+anything malformed or oversized.
+
+HTTP mode carries no ``context_extensions``: the route comes from the longest matching
+prefix, which is how Envoy itself chose the route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ext_authz.authorizer import Authorizer
+from ext_authz.decision import Allow, Decision
+from ext_authz.grpc_service import INTERNAL_ERROR, log_decision
+from ext_authz.request import CheckRequest
+
+logger = logging.getLogger(__name__)
+
+PATH_PREFIX = "/check"
+HEALTH_PATH = "/healthz"
+MAX_HEAD_BYTES = 64 * 1024
+_REASONS = {200: "OK", 302: "Found", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            503: "Service Unavailable"}
+
+
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
+    """(method, target, lower-case headers) of a request head, None when malformed."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        return None
+    if not version.startswith("HTTP/1.") or not target.startswith("/"):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            return None
+        name, value = name.lower(), value.strip()
+        # Repeated headers fold into one value, as Envoy's gRPC CheckRequest does.
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return method, target, headers
+
+
+def render_response(decision: Decision) -> bytes:
+    if isinstance(decision, Allow):
+        lines = ["HTTP/1.1 200 OK"]
+        lines += [f"{name}: {value}" for name, value in decision.set_headers]
+        if decision.remove_headers:
+            lines.append("x-envoy-auth-headers-to-remove: " + ",".join(decision.remove_headers))
+        lines.append("content-length: 0")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    body = decision.body.encode("utf-8")
+    reason = _REASONS.get(decision.status, "Denied")
+    lines = [f"HTTP/1.1 {decision.status} {reason}"]
+    lines += [f"{name}: {value}" for name, value in decision.headers]
+    lines.append(f"content-length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+_HEALTHY = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+_UNHEALTHY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 8\r\n\r\nstopping"
+
+
+class CheckConnection(asyncio.Protocol):
+    """One keep-alive connection from Envoy; requests are answered in order."""
+
+    def __init__(self, authorizer: Authorizer, serving: Callable[[], bool]) -> None:
+        self._authorizer = authorizer
+        self._serving = serving
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._worker = asyncio.get_running_loop().create_task(self._answer_in_order())
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD_BYTES:
+                    self._close()
+                return
+            head = bytes(self._buffer[:end])
+            del self._buffer[: end + 4]
+            self._queue.put_nowait(head)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._queue.put_nowait(None)
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    async def _answer_in_order(self) -> None:
+        while (head := await self._queue.get()) is not None:
+            parsed = parse_head(head)
+            if parsed is None or parsed[2].get("content-length", "0") != "0":
+                self._close()  # Envoy never sends these; refuse rather than guess
+                return
+            method, target, headers = parsed
+            if target == HEALTH_PATH:
+                reply = _HEALTHY if self._serving() else _UNHEALTHY
+            else:
+                reply = render_response(await self._decide(method, target, headers))
+            if self._transport is None or self._transport.is_closing():
+                return
+            self._transport.write(reply)
+
+    async def _decide(self, method: str, target: str, headers: dict[str, str]) -> Decision:
+        path = target[len(PATH_PREFIX):] if target.startswith(PATH_PREFIX + "/") else target
+        check = CheckRequest(method=method, path=path, headers=headers, route_name=None)
+        started = asyncio.get_running_loop().time()
+        try:
+            decision = await self._authorizer.check(check)
+        except Exception:
+            logger.exception("check failed unexpectedly")
+            decision = INTERNAL_ERROR
+        log_decision(check, decision, asyncio.get_running_loop().time() - started)
+        return decision
+
+
+async def start_http_server(
+    authorizer: Authorizer, listen: str, serving: Callable[[], bool]
+) -> tuple[asyncio.base_events.Server, str]:
+    """Serve on ``host:port`` (port 0 allowed) or ``unix:/path``; returns (server, address)."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> CheckConnection:
+        return CheckConnection(authorizer, serving)
+
+    if listen.startswith("unix:"):
+        path = listen.removeprefix("unix:")
+        server = await loop.create_unix_server(factory, path)
+        return server, f"unix:{path}"
+    host, _, port = listen.rpartition(":")
+    server = await loop.create_server(factory, host, int(port), reuse_address=True)
+    bound = server.sockets[0].getsockname()[1]
+    return server, f"{host}:{bound}"
