@@ -49,10 +49,18 @@ check-protos: $(STAMP)
 ## Rewrite envoy/envoy.yaml from gateway.yaml (a test keeps them in sync).
 render-envoy: $(STAMP)
 	GATEWAY_SECRET_KEYS=render-only-placeholder-secret-0123456789 \
-		$(BIN)/gateway render-envoy --config gateway.yaml > envoy/envoy.yaml
+		$(BIN)/gateway render-envoy --config gateway.yaml > envoy/envoy.yaml.new
+	mv envoy/envoy.yaml.new envoy/envoy.yaml
 
 image:
 	docker build -t gateway:dev .
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+
+## Throughput and latency of the gateway next to native Envoy authorization, into
+## bench-results/ (installs wrk and h2load with apt-get when missing and run as root).
+## Pass options with BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)

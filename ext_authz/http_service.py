@@ -27,8 +27,14 @@ logger = logging.getLogger(__name__)
 PATH_PREFIX = "/check"
 HEALTH_PATH = "/healthz"
 MAX_HEAD_BYTES = 64 * 1024
-_REASONS = {200: "OK", 302: "Found", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    302: "Found",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    503: "Service Unavailable",
+}
 
 
 def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
@@ -124,7 +130,7 @@ class CheckConnection(asyncio.Protocol):
             self._transport.write(reply)
 
     async def _decide(self, method: str, target: str, headers: dict[str, str]) -> Decision:
-        path = target[len(PATH_PREFIX):] if target.startswith(PATH_PREFIX + "/") else target
+        path = target[len(PATH_PREFIX) :] if target.startswith(PATH_PREFIX + "/") else target
         check = CheckRequest(method=method, path=path, headers=headers, route_name=None)
         started = asyncio.get_running_loop().time()
         try:

@@ -10,7 +10,6 @@ unavailable, 5 not found, 6 login denied or expired, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -18,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig, load_config, parse_config
 from gateway.errors import ConfigError, StoreUnavailable
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 2, 3, 4, 5
@@ -45,13 +44,26 @@ def _cmd_render_envoy(args: argparse.Namespace) -> int:
 
 
 def _cmd_authz(args: argparse.Namespace) -> int:
-    from ext_authz.server import serve
+    from ext_authz.workers import run
     from gateway.logs import configure_logging
 
     config = _config(args)
+    overrides = {
+        key: value
+        for key, value in (("listen", args.listen), ("workers", args.workers))
+        if value is not None
+    }
+    if overrides:
+        config = parse_config(_with_overrides(config, "ext_authz", overrides))
     configure_logging(config.log_level)
-    asyncio.run(serve(config, args.listen))
-    return EXIT_OK
+    return run(config)
+
+
+def _with_overrides(config: GatewayConfig, section: str, values: dict[str, object]) -> dict:
+    """The config as data with some keys of one section replaced (validated again after)."""
+    raw = config.model_dump(mode="json")
+    raw[section].update(values)
+    return raw
 
 
 def _cmd_login(args: argparse.Namespace) -> int:
@@ -191,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=_cmd_render_envoy)
 
     authz = commands.add_parser("authz", parents=[common], help="run the ext_authz gRPC server")
-    authz.add_argument("--listen", help="host:port or unix:/path (default from config)")
+    authz.add_argument(
+        "--listen", help="first worker's host:port or unix:/path (default from config)"
+    )
+    authz.add_argument("--workers", type=int, help="worker processes (default from config)")
     authz.set_defaults(handler=_cmd_authz)
 
     login = commands.add_parser("login", parents=[common], help="run the login app")

@@ -70,7 +70,7 @@ def render_envoy_config(
     # The login app speaks HTTP/1.1, Envoy's default upstream protocol.
     login_app = _cluster(LOGIN_APP_CLUSTER, [_endpoint_address(config.login_app.listen)], "1s")
     clusters = [
-        _ext_authz_cluster(endpoints, http2=config.ext_authz.transport == "grpc"),
+        _ext_authz_cluster(endpoints, transport=config.ext_authz.transport),
         login_app,
     ]
     clusters += [_upstream_cluster(route) for route in config.routes]
@@ -164,7 +164,8 @@ def _ext_authz_filter(config: GatewayConfig) -> dict[str, Any]:
     timeout = _duration(config.ext_authz.timeout)
     if config.ext_authz.transport == "grpc":
         settings["grpc_service"] = {
-            "envoy_grpc": {"cluster_name": EXT_AUTHZ_CLUSTER},
+            # One retry on another worker when a worker cannot be reached; never fail open.
+            "envoy_grpc": {"cluster_name": EXT_AUTHZ_CLUSTER, "retry_policy": {"num_retries": 1}},
             "timeout": timeout,
         }
     else:
@@ -267,10 +268,26 @@ def _ext_authz_per_route(route_name: str | None) -> dict[str, Any]:
     return {"@type": _EXT_AUTHZ_PER_ROUTE, "check_settings": settings}
 
 
-def _ext_authz_cluster(endpoints: Sequence[str], *, http2: bool = True) -> dict[str, Any]:
+def _ext_authz_cluster(endpoints: Sequence[str], *, transport: str = "grpc") -> dict[str, Any]:
     cluster = _cluster(EXT_AUTHZ_CLUSTER, [_endpoint_address(e) for e in endpoints], "0.25s")
+    http2 = transport == "grpc"
     if len(endpoints) > 1:
         cluster["lb_policy"] = "LEAST_REQUEST"
+        # A worker that dies (and is restarted by its supervisor) leaves the rotation within
+        # a second instead of failing every check sent its way meanwhile.
+        probe: dict[str, Any] = (
+            {"grpc_health_check": {}} if http2 else {"http_health_check": {"path": "/healthz"}}
+        )
+        cluster["health_checks"] = [
+            {
+                "timeout": "0.5s",
+                "interval": "1s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "no_traffic_interval": "1s",
+                **probe,
+            }
+        ]
     limit = EXT_AUTHZ_CIRCUIT_LIMIT
     threshold = {"max_connections": limit, "max_pending_requests": limit, "max_requests": limit}
     cluster["circuit_breakers"] = {"thresholds": [threshold]}

@@ -19,6 +19,10 @@ _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), No
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, static: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self._static = static or {}
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -26,6 +30,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            **self._static,
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
@@ -35,10 +40,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, *, worker: int | None = None) -> None:
     """Send JSON lines to stderr at ``level`` (debug, info, warning, error)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter({"worker": worker} if worker is not None else None))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import requests
 
 from gateway.credentials import SessionCredential
-from tests.support.stack import Stack
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 
 PRIMARY_TOKEN = "primary-access-token-1"
 GITLAB_TOKEN = "glpat-gitlab-token-2"
+
+
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def gateway(request, tmp_path_factory, redis_server, echo_backend) -> Iterator[Stack]:
+    """The whole stack, once with each ext_authz transport: both must behave the same."""
+
+    def transport(raw: dict) -> None:
+        raw["ext_authz"]["transport"] = request.param
+
+    stack = start_stack(
+        tmp_path_factory.mktemp(f"gateway-{request.param}"), redis_server, echo_backend, transport
+    )
+    yield stack
+    stack.stop()
 
 
 @pytest.fixture

@@ -173,7 +173,7 @@ def test_ext_authz_fails_closed_with_503(bootstrap: dict[str, Any]) -> None:
     assert settings["status_on_error"] == {"code": 503}
     assert settings["transport_api_version"] == "V3"
     assert settings["grpc_service"] == {
-        "envoy_grpc": {"cluster_name": "ext_authz"},
+        "envoy_grpc": {"cluster_name": "ext_authz", "retry_policy": {"num_retries": 1}},
         "timeout": "0.9s",
     }
 

@@ -1,0 +1,102 @@
+"""Several ext_authz worker processes, each on its own endpoint.
+
+Envoy keeps one connection per upstream host and worker thread, so processes sharing one
+port (SO_REUSEPORT) would not share the load; instead each worker listens on its own
+endpoint (``ExtAuthzSettings.endpoints``) and the rendered Envoy cluster lists them all with
+least-request balancing. The supervisor starts the workers, restarts one that dies, and on
+SIGTERM/SIGINT passes the signal on so every worker finishes its in-flight checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import time
+from multiprocessing.process import BaseProcess
+
+from gateway.config import GatewayConfig
+
+logger = logging.getLogger(__name__)
+
+RESTART_DELAY_SECONDS = 1.0
+STOP_GRACE_SECONDS = 10.0
+
+
+def _worker_main(config: GatewayConfig, endpoint: str, index: int) -> None:
+    import asyncio
+
+    from ext_authz.server import serve
+    from gateway.logs import configure_logging
+
+    configure_logging(config.log_level, worker=index)
+    asyncio.run(serve(config, endpoint))
+
+
+class Supervisor:
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._endpoints = config.ext_authz.endpoints()
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: dict[int, BaseProcess] = {}
+        self._stopping = False
+
+    def _start(self, index: int) -> None:
+        process = self._context.Process(
+            target=_worker_main,
+            args=(self._config, self._endpoints[index], index),
+            name=f"ext_authz-{index}",
+            daemon=False,
+        )
+        process.start()
+        self._workers[index] = process
+        logger.info(
+            "worker started",
+            extra={"worker": index, "pid": process.pid, "address": self._endpoints[index]},
+        )
+
+    def _request_stop(self, signum: int, _frame: object) -> None:
+        self._stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        for index in range(len(self._endpoints)):
+            self._start(index)
+        while not self._stopping:
+            time.sleep(0.2)
+            for index, process in list(self._workers.items()):
+                if not process.is_alive() and not self._stopping:
+                    logger.error(
+                        "worker died; restarting",
+                        extra={"worker": index, "exitcode": process.exitcode},
+                    )
+                    time.sleep(RESTART_DELAY_SECONDS)
+                    self._start(index)
+        return self._stop_all()
+
+    def _stop_all(self) -> int:
+        for process in self._workers.values():
+            if process.is_alive() and process.pid is not None:
+                process.terminate()  # SIGTERM: graceful in the worker
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        failed = 0
+        for process in self._workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+                failed += 1
+        return 1 if failed else 0
+
+
+def run(config: GatewayConfig) -> int:
+    """Serve with ``ext_authz.workers`` processes (in this process when it is one)."""
+    if config.ext_authz.workers == 1:
+        import asyncio
+
+        from ext_authz.server import serve
+
+        asyncio.run(serve(config))
+        return 0
+    return Supervisor(config).run()
