@@ -32,10 +32,10 @@ integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway ext_authz login_app devtools tests
+	$(BIN)/ruff check gateway ext_authz login_app devtools deploy bench tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gateway ext_authz login_app
+	$(BIN)/mypy gateway ext_authz login_app deploy
 
 ## Regenerate Python code from protos/ (commit the result).
 protos: $(STAMP)

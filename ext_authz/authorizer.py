@@ -40,6 +40,10 @@ class Authorizer:
         self._refresher = refresher
         self._clock = clock
 
+    def reconfigure(self, decider: Decider, refresher: Refresher | None) -> None:
+        """Use new routes and providers from now on; checks under way finish with the old."""
+        self._decider, self._refresher = decider, refresher
+
     async def check(self, request: CheckRequest) -> Decision:
         step = self._decider.begin(request)
         if not isinstance(step, SessionNeeded):

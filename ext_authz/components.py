@@ -12,6 +12,7 @@ from gateway.config import GatewayConfig
 from gateway.providers import ProviderClient
 from gateway.redis_client import async_subscriber_client
 from gateway.session_factory import async_store, session_codec
+from gateway.sessions import SessionCodec
 from gateway.store import TOUCH_FRACTION, AsyncSessionStore
 
 
@@ -20,19 +21,28 @@ class Components:
     authorizer: Authorizer
     store: AsyncSessionStore
     sessions: CachedSessions
+    codec: SessionCodec
 
     async def close(self) -> None:
         await self.sessions.stop()
         await self.store.close()
 
 
-def build_components(config: GatewayConfig) -> Components:
-    """Wire store, cache, refresher and decider; starts the cache's invalidation feed."""
-    store = async_store(config)
-    codec = session_codec(config)
+def decision_parts(
+    config: GatewayConfig, store: AsyncSessionStore, codec: SessionCodec
+) -> tuple[Decider, Refresher]:
+    """What a config reload replaces: routes and policy, providers for refresh."""
     callback = f"{config.public_url}{config.login_app.path_prefix}/callback"
     providers = {p.id: ProviderClient(p, callback) for p in config.providers}
-    refresher = Refresher(store, codec, providers, config.tokens)
+    return Decider(config), Refresher(store, codec, providers, config.tokens)
+
+
+def build_components(config: GatewayConfig) -> Components:
+    """Wire store, cache, refresher and decider; starts the invalidation feed (which also
+    tells whether Redis is reachable)."""
+    store = async_store(config)
+    codec = session_codec(config)
+    decider, refresher = decision_parts(config, store, codec)
     # Entries never outlive a tenth of the idle window, so a busy session is re-read (and
     # its idle timeout slid, see gateway.store) before Redis could forget it.
     cache_ttl = min(
@@ -44,6 +54,5 @@ def build_components(config: GatewayConfig) -> Components:
         async_subscriber_client(config.redis),
         codec.invalidation_channel,
     )
-    if cache_ttl > 0:
-        sessions.start()
-    return Components(Authorizer(Decider(config), sessions, refresher), store, sessions)
+    sessions.start()
+    return Components(Authorizer(decider, sessions, refresher), store, sessions, codec)

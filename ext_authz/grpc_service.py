@@ -17,6 +17,7 @@ from google.rpc import code_pb2, status_pb2
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision, Deny
+from ext_authz.metrics import CHECK_SECONDS, DECISIONS
 from ext_authz.request import CheckRequest
 
 logger = logging.getLogger("ext_authz.check")
@@ -87,12 +88,18 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
             # A bug must not open the gate: deny, and say so in the log.
             logger.exception("check failed unexpectedly")
             decision = INTERNAL_ERROR
-        log_decision(check, decision, time.perf_counter() - started)
+        record_decision(check, decision, time.perf_counter() - started, "grpc")
         return to_check_response(decision)
 
 
-def log_decision(check: CheckRequest, decision: Decision, seconds: float) -> None:
-    """One JSON line per decision: request id, route, outcome, latency; never a credential."""
+def record_decision(
+    check: CheckRequest, decision: Decision, seconds: float, transport: str
+) -> None:
+    """Metrics and one JSON log line per decision: request id, route, outcome, latency;
+    never a credential."""
+    allowed = isinstance(decision, Allow)
+    CHECK_SECONDS.labels(transport).observe(seconds)
+    DECISIONS.labels(decision.route or "-", "allow" if allowed else "deny", decision.reason).inc()
     if not logger.isEnabledFor(logging.INFO):
         return
     logger.info(

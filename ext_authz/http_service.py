@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision
-from ext_authz.grpc_service import INTERNAL_ERROR, log_decision
+from ext_authz.grpc_service import INTERNAL_ERROR, record_decision
 from ext_authz.request import CheckRequest
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class CheckConnection(asyncio.Protocol):
         except Exception:
             logger.exception("check failed unexpectedly")
             decision = INTERNAL_ERROR
-        log_decision(check, decision, asyncio.get_running_loop().time() - started)
+        record_decision(check, decision, asyncio.get_running_loop().time() - started, "http")
         return decision
 
 

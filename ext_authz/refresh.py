@@ -26,6 +26,7 @@ import secrets
 import time
 from dataclasses import replace
 
+from ext_authz.metrics import REFRESHES
 from gateway.config import TokenSettings
 from gateway.credentials import SessionCredential
 from gateway.errors import ProviderRejected, ProviderUnavailable, StoreUnavailable
@@ -162,11 +163,13 @@ class Refresher:
             outcome = "needs_login"
         except ProviderUnavailable as exc:
             logger.warning("refresh failed", extra={"provider": provider_id, "detail": str(exc)})
+            REFRESHES.labels(provider_id, "unavailable").inc()
             raise RefreshFailed("refresh_unavailable") from exc
         updated = await self._store.replace_tokens(credential, provider_id, fresh)
         if updated is None:
             raise SessionGone()
         logger.info("token refresh", extra={"provider": provider_id, "outcome": outcome})
+        REFRESHES.labels(provider_id, outcome).inc()
         return updated
 
 

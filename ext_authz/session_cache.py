@@ -22,16 +22,19 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import redis
 import redis.asyncio
 
+from ext_authz.metrics import SESSION_CACHE
 from gateway.credentials import SessionCredential
 from gateway.sessions import Session
 from gateway.store import AsyncSessionStore
 
 logger = logging.getLogger(__name__)
 
+_HIT, _MISS = SESSION_CACHE.labels("hit"), SESSION_CACHE.labels("miss")
 _RECONNECT_SECONDS = 1.0
 _PING_SECONDS = 0.5
 # No reply to our pings for this long: the feed is presumed dead and the cache goes off.
@@ -60,7 +63,7 @@ class SessionCache:
         return session
 
     def put(self, credential: SessionCredential, lookup_id: str, session: Session) -> None:
-        if not self.enabled or self._ttl <= 0:
+        if not self.enabled or self._ttl <= 0:  # with ttl 0 the feed only reports health
             return
         self._entries[lookup_id] = (credential.secret, session, time.monotonic() + self._ttl)
         self._entries.move_to_end(lookup_id)
@@ -93,12 +96,15 @@ class CachedSessions:
         self._client = client
         self._channel = channel
         self._listener: asyncio.Task[None] | None = None
+        self.on_feed_change: Callable[[bool], None] = lambda healthy: None
 
     async def load(self, credential: SessionCredential) -> Session | None:
         lookup_id = credential.lookup_id
         cached = self._cache.get(credential, lookup_id)
         if cached is not None:
+            _HIT.inc()
             return cached
+        _MISS.inc()
         session = await self._store.load(credential)
         if session is not None:
             self._cache.put(credential, lookup_id, session)
@@ -137,6 +143,7 @@ class CachedSessions:
                 )
             finally:
                 self._cache.disable()
+                self.on_feed_change(False)
                 try:
                     await pubsub.aclose()
                 except (redis.RedisError, OSError):
@@ -158,6 +165,7 @@ class CachedSessions:
                 kind = message["type"]
                 if kind == "subscribe":
                     self._cache.enabled = True  # from now on no change goes unheard
+                    self.on_feed_change(True)
                 elif kind == "message":
                     data = message["data"]
                     self._cache.evict(data.decode() if isinstance(data, bytes) else data)

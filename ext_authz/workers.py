@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
+import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 from gateway.config import GatewayConfig
+from gateway.metrics import serve_metrics
+
+ConfigLoader = Callable[[], GatewayConfig]
 
 logger = logging.getLogger(__name__)
 
@@ -23,19 +29,23 @@ RESTART_DELAY_SECONDS = 1.0
 STOP_GRACE_SECONDS = 10.0
 
 
-def _worker_main(config: GatewayConfig, endpoint: str, index: int) -> None:
+def _worker_main(
+    config: GatewayConfig, endpoint: str, index: int, load: ConfigLoader | None
+) -> None:
     import asyncio
 
     from ext_authz.server import serve
     from gateway.logs import configure_logging
 
     configure_logging(config.log_level, worker=index)
-    asyncio.run(serve(config, endpoint))
+    # The supervisor serves every worker's metrics summed (prometheus multiprocess mode).
+    asyncio.run(serve(config, endpoint, load=load, metrics=False))
 
 
 class Supervisor:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, load: ConfigLoader | None = None) -> None:
         self._config = config
+        self._load = load
         self._endpoints = config.ext_authz.endpoints()
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[int, BaseProcess] = {}
@@ -44,7 +54,7 @@ class Supervisor:
     def _start(self, index: int) -> None:
         process = self._context.Process(
             target=_worker_main,
-            args=(self._config, self._endpoints[index], index),
+            args=(self._config, self._endpoints[index], index, self._load),
             name=f"ext_authz-{index}",
             daemon=False,
         )
@@ -58,9 +68,19 @@ class Supervisor:
     def _request_stop(self, signum: int, _frame: object) -> None:
         self._stopping = True
 
+    def _forward_hangup(self, signum: int, _frame: object) -> None:
+        for process in self._workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)  # each worker reloads and validates
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
+        signal.signal(signal.SIGHUP, self._forward_hangup)
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        # prometheus_client reads this in each worker when it is imported there.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        serve_metrics(self._config.ext_authz.metrics_listen, multiprocess_dir=metrics_dir)
         for index in range(len(self._endpoints)):
             self._start(index)
         while not self._stopping:
@@ -90,13 +110,13 @@ class Supervisor:
         return 1 if failed else 0
 
 
-def run(config: GatewayConfig) -> int:
+def run(config: GatewayConfig, load: ConfigLoader | None = None) -> int:
     """Serve with ``ext_authz.workers`` processes (in this process when it is one)."""
     if config.ext_authz.workers == 1:
         import asyncio
 
         from ext_authz.server import serve
 
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, load=load))
         return 0
-    return Supervisor(config).run()
+    return Supervisor(config, load).run()

@@ -50,13 +50,31 @@ def _cmd_authz(args: argparse.Namespace) -> int:
     config = _config(args)
     overrides = {
         key: value
-        for key, value in (("listen", args.listen), ("workers", args.workers))
+        for key, value in (
+            ("listen", args.listen),
+            ("workers", args.workers),
+            ("metrics_listen", args.metrics_listen),
+        )
         if value is not None
     }
     if overrides:
         config = parse_config(_with_overrides(config, "ext_authz", overrides))
     configure_logging(config.log_level)
-    return run(config)
+    return run(config, _Reloader(args.config, overrides))
+
+
+class _Reloader:
+    """Reads the config file again for a SIGHUP (picklable: worker processes get it too)."""
+
+    def __init__(self, path: str, ext_authz_overrides: dict[str, object]) -> None:
+        self._path = path
+        self._overrides = ext_authz_overrides
+
+    def __call__(self) -> GatewayConfig:
+        config = load_config(self._path, os.environ)
+        if not self._overrides:
+            return config
+        return parse_config(_with_overrides(config, "ext_authz", self._overrides))
 
 
 def _with_overrides(config: GatewayConfig, section: str, values: dict[str, object]) -> dict:
@@ -72,7 +90,7 @@ def _cmd_login(args: argparse.Namespace) -> int:
 
     config = _config(args)
     configure_logging(config.log_level)
-    serve(config, args.listen)
+    serve(config, args.listen, _Reloader(args.config, {}))
     return EXIT_OK
 
 
@@ -207,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", help="first worker's host:port or unix:/path (default from config)"
     )
     authz.add_argument("--workers", type=int, help="worker processes (default from config)")
+    authz.add_argument("--metrics-listen", help="host:port for /metrics (default from config)")
     authz.set_defaults(handler=_cmd_authz)
 
     login = commands.add_parser("login", parents=[common], help="run the login app")

@@ -209,6 +209,16 @@ class ExtAuthzSettings(_Model):
         "grpc", description="Envoy's ext_authz mode: grpc (reference) or http (http_service)."
     )
     workers: int = Field(1, ge=1, le=64, description="Worker processes, one endpoint each.")
+    metrics_listen: str | None = Field(
+        "127.0.0.1:9464",
+        description="host:port of the Prometheus /metrics endpoint (all workers summed); null: off",
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics(cls, value: str | None) -> str | None:
+        return _metrics_listen(value)
+
     timeout: Duration = Field(1.0, description="How long Envoy waits for a decision.")
     allowed_origins: tuple[str, ...] = Field(
         (), description="Extra origins allowed to send cookie-authenticated unsafe requests."
@@ -253,9 +263,26 @@ class ExtAuthzSettings(_Model):
         return tuple(f"{host}:{int(port) + i}" for i in range(self.workers))
 
 
+def _metrics_listen(value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError("must be host:port (or null to serve no metrics)")
+    return value
+
+
 class LoginAppSettings(_Model):
     listen: str = "127.0.0.1:5000"
     path_prefix: str = "/auth"
+    metrics_listen: str | None = Field(
+        "127.0.0.1:9465", description="host:port of the Prometheus /metrics endpoint; null: off"
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics(cls, value: str | None) -> str | None:
+        return _metrics_listen(value)
 
     @field_validator("path_prefix")
     @classmethod

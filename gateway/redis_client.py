@@ -18,6 +18,7 @@ from redis.retry import Retry
 
 from gateway.config import RedisSettings
 from gateway.errors import StoreUnavailable
+from gateway.metrics import timed_redis
 
 MAX_CONNECTIONS = 64
 
@@ -59,9 +60,13 @@ def async_client(settings: RedisSettings) -> redis.asyncio.Redis:
 
 @contextmanager
 def translate_redis_errors(action: str) -> Iterator[None]:
-    """Turn any Redis failure into :class:`StoreUnavailable` (deny with 503, never log out)."""
+    """Turn any Redis failure into :class:`StoreUnavailable` (deny with 503, never log out).
+
+    Also times the operation for the metrics; ``action`` is a fixed phrase from the code.
+    """
     try:
-        yield
+        with timed_redis(action):
+            yield
     except (redis.RedisError, OSError) as exc:
         raise StoreUnavailable(f"redis unavailable while {action}: {type(exc).__name__}") from exc
 

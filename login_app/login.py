@@ -38,6 +38,7 @@ from login_app.errors import (
     ProviderError,
     StateMismatch,
 )
+from login_app.metrics import LOGINS
 from login_app.redirects import safe_redirect_target
 from login_app.services import Services, parse_credential, services
 
@@ -188,6 +189,7 @@ def callback() -> Response | str:
             attempt.step = 0
         attempt.identity = asdict(identity)
     attempt.add_tokens(client.id, tokens)
+    LOGINS.labels(client.id, "ok").inc()
     attempt.step += 1
     logger.info("provider login done", extra={"provider": client.id, "step": attempt.step})
     if not attempt.finished:

@@ -14,6 +14,7 @@ from gateway.redis_client import translate_redis_errors
 from gateway.sessions import Session
 from login_app.cookies import expire_session_cookie, request_credential
 from login_app.login import redirect_target
+from login_app.metrics import LOGOUTS
 from login_app.services import Services, services
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def logout() -> Response:
         svc.sessions.delete(credential, session)
     revoked = _revoke_all(svc, session) if session else {}
     logger.info("logout", extra={"had_session": session is not None, "revoked": revoked})
+    LOGOUTS.labels("rp", "ok" if session is not None else "no_session").inc()
 
     logged_out = svc.url("/logged-out")
     primary = svc.primary
@@ -108,6 +110,7 @@ def backchannel_logout() -> tuple[Response, int]:
         claims = primary.verify_logout_token(token, time.time())
     except TokenInvalid as exc:
         logger.info("back-channel logout refused", extra={"detail": str(exc)})
+        LOGOUTS.labels("backchannel", "invalid").inc()
         return jsonify(error="invalid_request"), 400
     except ProviderUnavailable:
         return jsonify(error="temporarily_unavailable"), 503
@@ -122,6 +125,7 @@ def backchannel_logout() -> tuple[Response, int]:
     else:
         ended = svc.sessions.delete_user_sessions(str(subject))
     logger.info("back-channel logout", extra={"sessions_ended": ended})
+    LOGOUTS.labels("backchannel", "ok").inc()
     response = jsonify(sessions_ended=ended)
     response.headers["Cache-Control"] = "no-store"
     return response, 200

@@ -20,6 +20,7 @@ from login_app.errors import (
     LoginUnavailable,
     TokenExchangeFailed,
 )
+from login_app.metrics import LOGINS
 from login_app.services import services
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def as_login_error(error: ProviderFailure) -> LoginError:
 def init_app(app: Flask) -> None:
     @app.errorhandler(LoginError)
     def _login_error(error: LoginError):  # type: ignore[no-untyped-def]
+        LOGINS.labels(error.provider or "none", error.code).inc()
         logger.info(
             "login error",
             extra={"code": error.code, "detail": str(error), "provider": error.provider},

@@ -108,7 +108,10 @@ def test_grpc_health_and_reflection_are_served(tmp_path, own_redis, echo_backend
 
     stack = start_stack(tmp_path, own_redis, echo_backend)
     try:
-        assert _health(stack.ext_authz.address) == health_pb2.HealthCheckResponse.SERVING
+        deadline = time.monotonic() + 3
+        while _health(stack.ext_authz.address) != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         with grpc.insecure_channel(stack.ext_authz.address) as channel:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             request = reflection_pb2.ServerReflectionRequest(list_services="")

@@ -81,19 +81,15 @@ class ExtAuthzServer:
     def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.metrics_address = f"127.0.0.1:{free_port()}"
         self._process = ManagedProcess(
             "ext-authz",
             [
-                sys.executable,
-                "-m",
-                "ext_authz",
-                "--config",
-                str(config_path),
-                "--listen",
-                self.address,
+                sys.executable, "-m", "ext_authz", "--config", str(config_path),
+                "--listen", self.address, "--metrics-listen", self.metrics_address,
             ],
             env=gateway_env(env),
-        )
+        )  # fmt: skip
 
     def start(self) -> ExtAuthzServer:
         self._process.start(lambda: port_open(self.port))
@@ -182,8 +178,11 @@ def base_config(
         "log_level": "info",
         "session": {"cookie_name": "gw_session", "absolute_lifetime": "1h", "idle_timeout": "30m"},
         "redis": {"url": redis_url, "timeout": "250ms"},
-        "ext_authz": {"timeout": "1s"},
-        "login_app": {"listen": f"127.0.0.1:{free_port()}"},
+        "ext_authz": {"timeout": "1s", "metrics_listen": f"127.0.0.1:{free_port()}"},
+        "login_app": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "metrics_listen": f"127.0.0.1:{free_port()}",
+        },
         "envoy": {
             "listen_address": "127.0.0.1",
             "listen_port": envoy_port,

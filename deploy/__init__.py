@@ -1,0 +1,1 @@
+"""Deployment manifests, and the generator that keeps their Envoy bootstrap current."""

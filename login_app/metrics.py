@@ -1,0 +1,12 @@
+"""The login app's metrics: logins and logouts by provider and result."""
+
+from prometheus_client import Counter
+
+LOGINS = Counter(
+    "gateway_logins_total",
+    "Provider logins by result (ok, or the error code shown to the person).",
+    ["provider", "result"],
+)
+LOGOUTS = Counter(
+    "gateway_logouts_total", "Logouts by kind (rp, backchannel) and result.", ["kind", "result"]
+)
