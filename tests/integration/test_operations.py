@@ -1,0 +1,179 @@
+"""What operators rely on: metrics, log lines without secrets, health, and reload."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import requests
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.credentials import SessionCredential
+from gateway.session_factory import sync_store
+from tests.support.checks import check, injected
+from tests.support.login import browser_login
+from tests.support.servers import TEST_SECRET, EchoBackend, RedisServer
+from tests.support.stack import GITLAB_SECRET, PRIMARY_SECRET, Stack, start_stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis-ops")).start()
+    yield server
+    server.resume()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, own_redis: RedisServer, echo_backend: EchoBackend) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("ops"), own_redis, echo_backend, with_login=True)
+    yield stack
+    stack.stop()
+
+
+def metrics(address: str) -> str:
+    return requests.get(f"http://{address}/metrics", timeout=5).text
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of the sample with exactly these labels (in any order), 0 when absent."""
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        metric, _, rest = series.partition("{")
+        found = dict(
+            pair.split("=", 1) for pair in rest.rstrip("}").split(",") if "=" in pair
+        )
+        if metric == name and {k: v.strip('"') for k, v in found.items()} == labels:
+            return float(value)
+    return 0.0
+
+
+def test_metrics_count_decisions_logins_and_redis_without_user_data(stack):
+    browser, page = browser_login(stack, "/api/metrics-run")
+    assert page.status_code == 200
+    requests.get(stack.url + "/api/x", headers={"Accept": "application/json"}, timeout=5)
+
+    authz = metrics(stack.ext_authz.metrics_address)
+    assert (
+        sample(authz, "gateway_decisions_total", route="api", decision="allow", reason="allowed")
+        >= 1
+    )
+    assert (
+        sample(authz, "gateway_decisions_total", route="api", decision="deny", reason="no_session")
+        >= 1
+    )
+    assert sample(authz, "gateway_check_duration_seconds_count", transport="grpc") >= 2
+    assert sample(authz, "gateway_redis_seconds_count", operation="loading a session") >= 1
+
+    login = metrics(stack.config.login_app.metrics_listen)
+    assert sample(login, "gateway_logins_total", provider="primary", result="ok") >= 1
+    assert sample(login, "gateway_logins_total", provider="gitlab", result="ok") >= 1
+    for text in (authz, login):
+        assert "alice" not in text.lower()  # no user ids, names or paths as labels
+        assert "/api/" not in text
+
+
+def test_logs_of_a_full_login_and_requests_contain_no_secret(stack):
+    browser, _ = browser_login(stack, "/gitlab/projects")
+    credential = SessionCredential.parse(browser.cookies.get(stack.cookie_name))
+    session = sync_store(stack.config).load(credential)
+    assert session is not None
+    browser.get(stack.url + "/api/x", timeout=5)
+    browser.post(stack.url + "/api/x", headers={"Origin": "https://evil.example"}, timeout=5)
+    requests.get(
+        stack.url + "/api/x", headers={"Authorization": f"Bearer {credential.encode()}"}, timeout=5
+    )
+    browser.get(stack.url + "/auth/logout", timeout=5)
+
+    secrets = {credential.encode(), TEST_SECRET, PRIMARY_SECRET, GITLAB_SECRET}
+    for tokens in session.tokens.values():
+        secrets |= {tokens.access_token, tokens.refresh_token, tokens.id_token} - {""}
+    logs = {
+        "ext_authz": stack.ext_authz.output(),
+        "login_app": stack.login_app.output() if stack.login_app else "",
+        "envoy": stack.envoy.output(),
+    }
+    assert '"message": "check"' in logs["ext_authz"]  # the decisions were logged
+    for component, text in logs.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret appears in {component}'s log"
+        for line in text.splitlines():
+            if line.startswith("{") and component != "envoy":
+                json.loads(line)  # one JSON object per line
+
+
+def grpc_health(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status)
+
+
+def wait_for(condition, timeout: float = 6.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_health_follows_redis_reachability(stack, own_redis):
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    ready = stack.url + "/auth/ready"
+    wait_for(lambda: grpc_health(stack.ext_authz.address) == serving)
+    assert requests.get(ready, timeout=5).status_code == 200
+    own_redis.pause()
+    try:
+        wait_for(lambda: grpc_health(stack.ext_authz.address) == not_serving)
+        reply = requests.get(ready, timeout=5)
+        assert reply.status_code == 503 and reply.json()["checks"]["redis"] == "unreachable"
+        assert requests.get(stack.url + "/auth/health", timeout=5).status_code == 200  # alive
+    finally:
+        own_redis.resume()
+    wait_for(lambda: grpc_health(stack.ext_authz.address) == serving)
+    assert requests.get(ready, timeout=5).status_code == 200
+
+
+def test_sighup_reloads_routes_and_keeps_the_old_config_when_the_new_one_is_bad(stack):
+    cookie = f"{stack.cookie_name}={stack.create_session(tokens={'gitlab': 'g-tok'}).encode()}"
+    original = stack.config_path.read_text()
+    assert check(stack.ext_authz.address, cookie, path="/tools/x", route="tools").denied_response
+    raw = yaml.safe_load(original)
+    raw["routes"].append(
+        {
+            "name": "tools",
+            "prefix": "/tools/",
+            "upstream": "http://127.0.0.1:9",
+            "provider": "gitlab",
+            "token_format": "private_token",
+        }
+    )
+    try:
+        stack.config_path.write_text(yaml.safe_dump(raw))
+        stack.ext_authz.signal(signal.SIGHUP)
+        wait_for(
+            lambda: (
+                injected(
+                    check(stack.ext_authz.address, cookie, path="/tools/x", route="tools"),
+                    "private-token",
+                )
+                == "g-tok"
+            )
+        )
+
+        stack.config_path.write_text("routes: [this is: not valid")
+        stack.ext_authz.signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in stack.ext_authz.output())
+        still = check(stack.ext_authz.address, cookie, path="/tools/x", route="tools")
+        assert injected(still, "private-token") == "g-tok"  # the last good config serves on
+    finally:
+        stack.config_path.write_text(original)
+        stack.ext_authz.signal(signal.SIGHUP)
