@@ -32,7 +32,7 @@ from ext_authz.request import (
 from gateway.config import GatewayConfig, Route, TokenFormat
 from gateway.credentials import looks_like_credential
 from gateway.errors import CredentialError
-from gateway.sessions import Session, TokenSet
+from gateway.sessions import Identity, Session, TokenSet
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -195,6 +195,8 @@ class Decider:
             return self._refuse(request, route, failure or Lookup.UNKNOWN, from_cookie=from_cookie)
         if session.expired_at(now):
             return self._refuse(request, route, "session_expired", from_cookie=from_cookie)
+        if route.restricted and not _meets_policy(route, session.identity):
+            return self._forbidden(request, route)
 
         set_headers: list[tuple[str, str]] = []
         if route.provider is not None:
@@ -270,6 +272,15 @@ class Decider:
             extra=tuple(extra),
         )
 
+    def _forbidden(self, request: CheckRequest, route: Route) -> Deny:
+        """Logged in, but the route's policy (groups, claims) does not admit this user."""
+        message = "Your account does not have access to this resource."
+        if is_browser_navigation(request):
+            page = _FORBIDDEN_PAGE.format(message=message, home=self._public_url + "/")
+            headers = (("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"))
+            return Deny(route.name, "forbidden", 403, headers, page)
+        return self._json_deny(route.name, "forbidden", 403, "forbidden", message)
+
     def login_url(self, request: CheckRequest) -> str:
         """Where to log in and come back to this request's URL (always on our own origin)."""
         path = request.path if request.path.startswith("/") else "/"
@@ -295,6 +306,19 @@ class Decider:
             *extra,
         )
         return Deny(route_name, reason, status, headers, json.dumps(body))
+
+
+_FORBIDDEN_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>No access</title>'
+    "</head><body><main><h1>No access</h1><p>{message}</p>"
+    '<p><a href="{home}">Go to the start page</a></p></main></body></html>'
+)
+
+
+def _meets_policy(route: Route, identity: Identity) -> bool:
+    if route.require_groups and not set(route.require_groups) & set(identity.groups):
+        return False
+    return all(identity.claims.get(k) == v for k, v in route.require_claims.items())
 
 
 def _carries_bearer_credential(request: CheckRequest) -> bool:

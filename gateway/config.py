@@ -369,6 +369,13 @@ class Route(_Model):
     anonymous: bool = Field(False, description="Let requests without a session through.")
     public: bool = Field(False, description="Skip authorization entirely (no ext_authz call).")
     prefix_rewrite: str | None = Field(None, description="Replace the prefix before forwarding.")
+    require_groups: tuple[str, ...] = Field(
+        (), description="Only users in at least one of these groups (primary provider) get in."
+    )
+    require_claims: dict[str, str] = Field(
+        default_factory=dict,
+        description="ID token claims the user must have, with these exact values.",
+    )
     timeout: Duration = 30.0
 
     @field_validator("name")
@@ -400,7 +407,13 @@ class Route(_Model):
             raise ValueError(
                 "a public route skips authorization: no provider, identity or anonymous"
             )
+        if self.restricted and (self.public or self.anonymous):
+            raise ValueError("a route that requires groups or claims cannot be public or anonymous")
         return self
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.require_groups or self.require_claims)
 
     def matches(self, path: str) -> bool:
         """True when ``path`` (without query) is under this route's prefix."""
@@ -478,6 +491,11 @@ class GatewayConfig(_Model):
         """The session cookie's name as browsers see it (``__Host-`` on https)."""
         prefix = "__Host-" if self.secure_cookies else ""
         return prefix + self.session.cookie_name
+
+    @property
+    def kept_claims(self) -> frozenset[str]:
+        """ID token claims worth storing in sessions: those some route's policy names."""
+        return frozenset(name for route in self.routes for name in route.require_claims)
 
     def managed_headers(self) -> tuple[str, ...]:
         """Lower-case names of every header the gateway sets; clients may never send these."""

@@ -331,8 +331,16 @@ class ProviderClient:
         if (azp is not None or len(audiences) > 1) and azp != client_id:
             raise error("token's authorized party is another client", provider=self.id)
 
-    def identity_from_claims(self, claims: dict[str, Any]) -> Identity:
+    def identity_from_claims(
+        self, claims: dict[str, Any], keep: frozenset[str] = frozenset()
+    ) -> Identity:
+        """Who the user is; ``keep`` names further claims to store (for route policies)."""
         groups = claims.get("groups")
+        kept = {
+            name: str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in claims.items()
+            if name in keep and isinstance(value, str | int | float | bool)
+        }
         return Identity(
             subject=str(claims["sub"]),
             email=_opt_str(claims.get("email")) or "",
@@ -341,9 +349,12 @@ class ProviderClient:
             if isinstance(groups, list)
             else (),
             provider_session_id=_opt_str(claims.get("sid")) or "",
+            claims=kept,
         )
 
-    def identity_from_userinfo(self, access_token: str) -> Identity:
+    def identity_from_userinfo(
+        self, access_token: str, keep: frozenset[str] = frozenset()
+    ) -> Identity:
         """Identity for a plain OAuth2 primary provider, from its userinfo endpoint."""
         url = self.endpoints().userinfo_url
         if not url:
@@ -352,7 +363,7 @@ class ProviderClient:
         subject = info.get("sub", info.get("id"))
         if subject in (None, ""):
             raise ProviderRejected("userinfo names no subject", provider=self.id)
-        return self.identity_from_claims({**info, "sub": subject, "sid": None})
+        return self.identity_from_claims({**info, "sub": subject, "sid": None}, keep)
 
     # ---- logout -------------------------------------------------------------------------
 

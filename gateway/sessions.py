@@ -62,6 +62,7 @@ class Identity:
     name: str = ""
     groups: tuple[str, ...] = ()
     provider_session_id: str = ""
+    claims: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ def _to_message(session: Session) -> pb.Session:
             name=identity.name,
             groups=list(identity.groups),
             provider_session_id=identity.provider_session_id,
+            claims=identity.claims,
         ),
         created_at=session.created_at,
         expires_at=session.expires_at,
@@ -121,6 +123,7 @@ def _from_message(message: pb.Session) -> Session:
             name=identity.name,
             groups=tuple(identity.groups),
             provider_session_id=identity.provider_session_id,
+            claims=dict(identity.claims),
         ),
         created_at=message.created_at,
         expires_at=message.expires_at,

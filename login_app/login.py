@@ -177,9 +177,15 @@ def callback() -> Response | str:
         if not tokens.id_token:
             raise IdTokenInvalid("the reply has no ID token", provider=client.id)
         claims = client.verify_id_token(tokens.id_token, attempt.nonce, now)
-        identity = client.identity_from_claims(claims) if is_primary else None
+        identity = (
+            client.identity_from_claims(claims, svc.config.kept_claims) if is_primary else None
+        )
     else:
-        identity = client.identity_from_userinfo(tokens.access_token) if is_primary else None
+        identity = (
+            client.identity_from_userinfo(tokens.access_token, svc.config.kept_claims)
+            if is_primary
+            else None
+        )
 
     if identity is not None:
         if attempt.carried_subject and attempt.carried_subject != identity.subject:

@@ -24,21 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15gateway_session.proto\x12\x12gateway.session.v1\"\xaa\x01\n\x08TokenSet\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x10\n\x08id_token\x18\x03 \x01(\t\x12\x12\n\ntoken_type\x18\x04 \x01(\t\x12\r\n\x05scope\x18\x05 \x01(\t\x12\x12\n\nexpires_at\x18\x06 \x01(\x03\x12\x13\n\x0bneeds_login\x18\x07 \x01(\x08\x12\x13\n\x0bobtained_at\x18\x08 \x01(\x03\"e\n\x08Identity\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06groups\x18\x04 \x03(\t\x12\x1b\n\x13provider_session_id\x18\x05 \x01(\t\"\xf8\x01\n\x07Session\x12\x0f\n\x07version\x18\x01 \x01(\r\x12.\n\x08identity\x18\x02 \x01(\x0b\x32\x1c.gateway.session.v1.Identity\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x12\x37\n\x06tokens\x18\x05 \x03(\x0b\x32\'.gateway.session.v1.Session.TokensEntry\x1aK\n\x0bTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.gateway.session.v1.TokenSet:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15gateway_session.proto\x12\x12gateway.session.v1\"\xaa\x01\n\x08TokenSet\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x10\n\x08id_token\x18\x03 \x01(\t\x12\x12\n\ntoken_type\x18\x04 \x01(\t\x12\r\n\x05scope\x18\x05 \x01(\t\x12\x12\n\nexpires_at\x18\x06 \x01(\x03\x12\x13\n\x0bneeds_login\x18\x07 \x01(\x08\x12\x13\n\x0bobtained_at\x18\x08 \x01(\x03\"\xce\x01\n\x08Identity\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06groups\x18\x04 \x03(\t\x12\x1b\n\x13provider_session_id\x18\x05 \x01(\t\x12\x38\n\x06\x63laims\x18\x06 \x03(\x0b\x32(.gateway.session.v1.Identity.ClaimsEntry\x1a-\n\x0b\x43laimsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf8\x01\n\x07Session\x12\x0f\n\x07version\x18\x01 \x01(\r\x12.\n\x08identity\x18\x02 \x01(\x0b\x32\x1c.gateway.session.v1.Identity\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x12\x37\n\x06tokens\x18\x05 \x03(\x0b\x32\'.gateway.session.v1.Session.TokensEntry\x1aK\n\x0bTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.gateway.session.v1.TokenSet:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway_session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_IDENTITY_CLAIMSENTRY']._loaded_options = None
+  _globals['_IDENTITY_CLAIMSENTRY']._serialized_options = b'8\001'
   _globals['_SESSION_TOKENSENTRY']._loaded_options = None
   _globals['_SESSION_TOKENSENTRY']._serialized_options = b'8\001'
   _globals['_TOKENSET']._serialized_start=46
   _globals['_TOKENSET']._serialized_end=216
-  _globals['_IDENTITY']._serialized_start=218
-  _globals['_IDENTITY']._serialized_end=319
-  _globals['_SESSION']._serialized_start=322
-  _globals['_SESSION']._serialized_end=570
-  _globals['_SESSION_TOKENSENTRY']._serialized_start=495
-  _globals['_SESSION_TOKENSENTRY']._serialized_end=570
+  _globals['_IDENTITY']._serialized_start=219
+  _globals['_IDENTITY']._serialized_end=425
+  _globals['_IDENTITY_CLAIMSENTRY']._serialized_start=380
+  _globals['_IDENTITY_CLAIMSENTRY']._serialized_end=425
+  _globals['_SESSION']._serialized_start=428
+  _globals['_SESSION']._serialized_end=676
+  _globals['_SESSION_TOKENSENTRY']._serialized_start=601
+  _globals['_SESSION_TOKENSENTRY']._serialized_end=676
 # @@protoc_insertion_point(module_scope)

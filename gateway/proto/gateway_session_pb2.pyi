@@ -27,18 +27,27 @@ class TokenSet(_message.Message):
     def __init__(self, access_token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., id_token: _Optional[str] = ..., token_type: _Optional[str] = ..., scope: _Optional[str] = ..., expires_at: _Optional[int] = ..., needs_login: _Optional[bool] = ..., obtained_at: _Optional[int] = ...) -> None: ...
 
 class Identity(_message.Message):
-    __slots__ = ("subject", "email", "name", "groups", "provider_session_id")
+    __slots__ = ("subject", "email", "name", "groups", "provider_session_id", "claims")
+    class ClaimsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
     subject: str
     email: str
     name: str
     groups: _containers.RepeatedScalarFieldContainer[str]
     provider_session_id: str
-    def __init__(self, subject: _Optional[str] = ..., email: _Optional[str] = ..., name: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., provider_session_id: _Optional[str] = ...) -> None: ...
+    claims: _containers.ScalarMap[str, str]
+    def __init__(self, subject: _Optional[str] = ..., email: _Optional[str] = ..., name: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., provider_session_id: _Optional[str] = ..., claims: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("version", "identity", "created_at", "expires_at", "tokens")

@@ -43,20 +43,51 @@ def config_data(
         "ext_authz": {"allowed_origins": [PARTNER_ORIGIN]},
         "providers": [
             {"id": "primary", "kind": "oidc", "issuer": "https://idp.test", "client_id": "gw"},
-            {"id": "gitlab", "kind": "oauth2", "authorize_url": "https://gitlab.test/authorize",
-             "token_url": "https://gitlab.test/token", "client_id": "gw"},
+            {
+                "id": "gitlab",
+                "kind": "oauth2",
+                "authorize_url": "https://gitlab.test/authorize",
+                "token_url": "https://gitlab.test/token",
+                "client_id": "gw",
+            },
         ],
         "routes": [
-            {"name": "api", "prefix": "/api/", "upstream": backend, "provider": "primary",
-             "identity_headers": True},
-            {"name": "gitlab", "prefix": "/gitlab/", "upstream": backend, "provider": "gitlab",
-             "token_format": "private_token"},
-            {"name": "git", "prefix": "/repos/", "upstream": backend, "provider": "gitlab",
-             "token_format": "basic_oauth2"},
-            {"name": "notebooks", "prefix": "/jupyter/", "upstream": backend,
-             "provider": "primary", "token_format": "token"},
-            {"name": "catalog", "prefix": "/catalog/", "upstream": backend, "provider": "primary",
-             "anonymous": True, "identity_headers": True},
+            {
+                "name": "api",
+                "prefix": "/api/",
+                "upstream": backend,
+                "provider": "primary",
+                "identity_headers": True,
+            },
+            {
+                "name": "gitlab",
+                "prefix": "/gitlab/",
+                "upstream": backend,
+                "provider": "gitlab",
+                "token_format": "private_token",
+            },
+            {
+                "name": "git",
+                "prefix": "/repos/",
+                "upstream": backend,
+                "provider": "gitlab",
+                "token_format": "basic_oauth2",
+            },
+            {
+                "name": "notebooks",
+                "prefix": "/jupyter/",
+                "upstream": backend,
+                "provider": "primary",
+                "token_format": "token",
+            },
+            {
+                "name": "catalog",
+                "prefix": "/catalog/",
+                "upstream": backend,
+                "provider": "primary",
+                "anonymous": True,
+                "identity_headers": True,
+            },
             {"name": "status", "prefix": "/status", "upstream": backend, "public": True},
             *extra_routes,
         ],
@@ -168,13 +199,16 @@ def body_of(decision: Deny) -> dict[str, str]:
     ("path", "header", "value"),
     [
         pytest.param("/api/items", "authorization", "Bearer primary-access-token", id="bearer"),
-        pytest.param("/jupyter/hub/api", "authorization", "token primary-access-token",
-                     id="token"),
-        pytest.param("/gitlab/api/v4/user", "private-token", "gitlab-access-token",
-                     id="private_token"),
-        pytest.param("/repos/group/project.git/info/refs", "authorization",
-                     "Basic " + base64.b64encode(b"oauth2:gitlab-access-token").decode(),
-                     id="basic_oauth2"),
+        pytest.param("/jupyter/hub/api", "authorization", "token primary-access-token", id="token"),
+        pytest.param(
+            "/gitlab/api/v4/user", "private-token", "gitlab-access-token", id="private_token"
+        ),
+        pytest.param(
+            "/repos/group/project.git/info/refs",
+            "authorization",
+            "Basic " + base64.b64encode(b"oauth2:gitlab-access-token").decode(),
+            id="basic_oauth2",
+        ),
     ],
 )
 def test_a_live_session_is_allowed_with_the_routes_token_in_its_format(
@@ -202,8 +236,9 @@ def test_identity_headers_are_percent_encoded_and_survive_unquote(
         decide(decider, browser_request(credential), session_with(identity=identity))
     )
     headers = headers_of(decision)
-    values = [headers[n] for n in ("x-gateway-user-id", "x-gateway-user-email",
-                                   "x-gateway-user-name")]
+    values = [
+        headers[n] for n in ("x-gateway-user-id", "x-gateway-user-email", "x-gateway-user-name")
+    ]
     assert all(value.isascii() and "\r" not in value and "\n" not in value for value in values)
     assert [unquote(v) for v in values] == [identity.subject, identity.email, identity.name]
 
@@ -283,14 +318,25 @@ def test_an_anonymous_route_with_a_live_session_gets_token_and_identity(
     [
         pytest.param(None, None, Lookup.UNKNOWN, id="unknown-session"),
         pytest.param(None, Lookup.INVALID, Lookup.INVALID, id="invalid-session"),
-        pytest.param(session_with(expires_at=NOW), None, "session_expired",
-                     id="expired-session"),
-        pytest.param(session_with(tokens={"gitlab": TokenSet("g")}), None,
-                     "provider_login_required", id="missing-provider-token"),
-        pytest.param(session_with(tokens={"primary": TokenSet("p", needs_login=True)}), None,
-                     "provider_login_required", id="provider-token-needs-login"),
-        pytest.param(session_with(tokens={"primary": TokenSet("p", expires_at=NOW)}), None,
-                     "token_expired", id="expired-provider-token"),
+        pytest.param(session_with(expires_at=NOW), None, "session_expired", id="expired-session"),
+        pytest.param(
+            session_with(tokens={"gitlab": TokenSet("g")}),
+            None,
+            "provider_login_required",
+            id="missing-provider-token",
+        ),
+        pytest.param(
+            session_with(tokens={"primary": TokenSet("p", needs_login=True)}),
+            None,
+            "provider_login_required",
+            id="provider-token-needs-login",
+        ),
+        pytest.param(
+            session_with(tokens={"primary": TokenSet("p", expires_at=NOW)}),
+            None,
+            "token_expired",
+            id="expired-provider-token",
+        ),
     ],
 )
 def test_an_unusable_session_is_refused_with_its_reason(
@@ -339,8 +385,11 @@ def test_a_provider_token_without_known_expiry_is_used(
 
 
 def _preflight() -> CheckRequest:
-    return CheckRequest("OPTIONS", "/api/items", {
-        **SPOOFED, "origin": PARTNER_ORIGIN, "access-control-request-method": "PUT"})
+    return CheckRequest(
+        "OPTIONS",
+        "/api/items",
+        {**SPOOFED, "origin": PARTNER_ORIGIN, "access-control-request-method": "PUT"},
+    )
 
 
 @pytest.mark.parametrize(
@@ -359,9 +408,7 @@ def test_spoofed_managed_headers_are_removed_when_nothing_is_injected(
     assert set(SPOOFED) <= set(decision.remove_headers)
 
 
-@pytest.mark.parametrize(
-    "path", ["/api/x", "/gitlab/x", "/repos/x", "/jupyter/x", "/catalog/x"]
-)
+@pytest.mark.parametrize("path", ["/api/x", "/gitlab/x", "/repos/x", "/jupyter/x", "/catalog/x"])
 def test_every_managed_header_is_either_overwritten_or_removed_on_allow(
     decider: Decider, config: GatewayConfig, credential: SessionCredential, path: str
 ) -> None:
@@ -410,13 +457,24 @@ def test_the_session_cookie_is_stripped_on_routes_without_a_lookup(
         pytest.param({}, "no_session", id="no-cookie"),
         pytest.param({"cookie": "theme=dark"}, "no_session", id="other-cookies-only"),
         pytest.param({"cookie": f"{COOKIE}=garbage"}, "invalid_credential", id="garbled-cookie"),
-        pytest.param({"cookie": f"{COOKIE}={SessionCredential.generate().encode()}; pad="
-                      + "x" * 9000}, "invalid_credential", id="oversized-cookie-header"),
-        pytest.param({"cookie": f"{COOKIE}={SessionCredential.generate().encode()}; "
-                      f"{COOKIE}={SessionCredential.generate().encode()}"},
-                     "invalid_credential", id="two-different-session-cookies"),
-        pytest.param({"authorization": "Bearer gws_truncated"}, "invalid_credential",
-                     id="malformed-bearer-token"),
+        pytest.param(
+            {"cookie": f"{COOKIE}={SessionCredential.generate().encode()}; pad=" + "x" * 9000},
+            "invalid_credential",
+            id="oversized-cookie-header",
+        ),
+        pytest.param(
+            {
+                "cookie": f"{COOKIE}={SessionCredential.generate().encode()}; "
+                f"{COOKIE}={SessionCredential.generate().encode()}"
+            },
+            "invalid_credential",
+            id="two-different-session-cookies",
+        ),
+        pytest.param(
+            {"authorization": "Bearer gws_truncated"},
+            "invalid_credential",
+            id="malformed-bearer-token",
+        ),
     ],
 )
 def test_a_missing_or_unusable_credential_is_refused_before_any_lookup(
@@ -430,10 +488,14 @@ def test_a_bearer_gateway_token_takes_precedence_over_the_cookie(
     decider: Decider, credential: SessionCredential
 ) -> None:
     cookie_credential = SessionCredential.generate()
-    request = CheckRequest("GET", "/api/x", {
-        "authorization": f"Bearer {credential.encode()}",
-        "cookie": f"{COOKIE}={cookie_credential.encode()}",
-    })
+    request = CheckRequest(
+        "GET",
+        "/api/x",
+        {
+            "authorization": f"Bearer {credential.encode()}",
+            "cookie": f"{COOKIE}={cookie_credential.encode()}",
+        },
+    )
     step = decider.begin(request)
     assert isinstance(step, SessionNeeded)
     assert step.presented.credential == credential
@@ -469,8 +531,10 @@ UNSAFE_METHODS = ["POST", "PUT", "PATCH", "DELETE"]
         pytest.param({"referer": f"{FOREIGN_ORIGIN}/page"}, id="foreign-referer"),
         pytest.param({"referer": "/relative"}, id="relative-referer"),
         pytest.param({"origin": f"{PUBLIC_URL}.evil.example"}, id="public-origin-as-prefix"),
-        pytest.param({"origin": FOREIGN_ORIGIN, "referer": f"{PUBLIC_URL}/page"},
-                     id="foreign-origin-with-same-origin-referer"),
+        pytest.param(
+            {"origin": FOREIGN_ORIGIN, "referer": f"{PUBLIC_URL}/page"},
+            id="foreign-origin-with-same-origin-referer",
+        ),
     ],
 )
 def test_a_cookie_carried_unsafe_request_from_elsewhere_is_refused_without_lookup(
@@ -522,7 +586,9 @@ def test_a_cors_preflight_is_allowed_without_a_lookup(
     decider: Decider, credential: SessionCredential
 ) -> None:
     request = browser_request(
-        credential, method="OPTIONS", origin=FOREIGN_ORIGIN,
+        credential,
+        method="OPTIONS",
+        origin=FOREIGN_ORIGIN,
         access_control_request_method="DELETE",
     )
     decision = allowed(decider.begin(request))
@@ -567,8 +633,12 @@ def test_a_request_without_credential_gets_a_401_json_challenge_without_error_co
 @pytest.mark.parametrize(
     ("request_", "session", "failure"),
     [
-        pytest.param(CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage"}), None, None,
-                     id="garbled-cookie"),
+        pytest.param(
+            CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage"}),
+            None,
+            None,
+            id="garbled-cookie",
+        ),
         pytest.param(None, None, None, id="unknown-session"),
         pytest.param(None, None, Lookup.INVALID, id="invalid-session"),
         pytest.param(None, session_with(tokens={}), None, id="provider-login-required"),
@@ -618,8 +688,14 @@ def test_requests_that_are_not_page_loads_get_401_not_a_redirect(
     "hostile",
     [
         pytest.param({"host": "evil.example"}, id="host"),
-        pytest.param({":authority": "evil.example", "x-forwarded-host": "evil.example",
-                      "x-forwarded-proto": "https"}, id="forwarded"),
+        pytest.param(
+            {
+                ":authority": "evil.example",
+                "x-forwarded-host": "evil.example",
+                "x-forwarded-proto": "https",
+            },
+            id="forwarded",
+        ),
     ],
 )
 @pytest.mark.parametrize("accept", [pytest.param(HTML, id="302"), pytest.param("*/*", id="401")])
@@ -655,12 +731,24 @@ def test_a_path_under_no_route_is_forbidden(decider: Decider) -> None:
 @pytest.fixture
 def nested_decider() -> Decider:
     backend = "http://backend.test:9000"
-    return Decider(make_config(extra_routes=(
-        {"name": "api-admin", "prefix": "/api/admin/", "upstream": backend,
-         "provider": "primary"},
-        {"name": "api-admin-open", "prefix": "/api/admin/open", "upstream": backend,
-         "public": True},
-    )))
+    return Decider(
+        make_config(
+            extra_routes=(
+                {
+                    "name": "api-admin",
+                    "prefix": "/api/admin/",
+                    "upstream": backend,
+                    "provider": "primary",
+                },
+                {
+                    "name": "api-admin-open",
+                    "prefix": "/api/admin/open",
+                    "upstream": backend,
+                    "public": True,
+                },
+            )
+        )
+    )
 
 
 @pytest.mark.parametrize(
@@ -711,14 +799,21 @@ def test_redis_unavailable_is_a_503_never_a_logout(
 @pytest.mark.parametrize(
     ("request_", "session", "failure"),
     [
-        pytest.param(CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage"}), None, None,
-                     id="invalid_credential"),
+        pytest.param(
+            CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage"}),
+            None,
+            None,
+            id="invalid_credential",
+        ),
         pytest.param(None, None, None, id="unknown_session"),
         pytest.param(None, None, Lookup.INVALID, id="invalid_session"),
         pytest.param(None, session_with(expires_at=NOW - 5), None, id="session_expired"),
-        pytest.param(CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage",
-                                                    "accept": HTML}), None, None,
-                     id="invalid_credential-on-a-page-load"),
+        pytest.param(
+            CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage", "accept": HTML}),
+            None,
+            None,
+            id="invalid_credential-on-a-page-load",
+        ),
     ],
 )
 def test_a_dead_session_cookie_is_expired_in_the_reply(
@@ -741,8 +836,9 @@ def test_a_dead_session_cookie_is_expired_in_the_reply(
     [
         pytest.param(CheckRequest("GET", "/api/x", {}), None, id="no_session"),
         pytest.param(None, session_with(tokens={}), id="provider_login_required"),
-        pytest.param(None, session_with(tokens={"primary": TokenSet("p", expires_at=1)}),
-                     id="token_expired"),
+        pytest.param(
+            None, session_with(tokens={"primary": TokenSet("p", expires_at=1)}), id="token_expired"
+        ),
     ],
 )
 def test_a_refusal_that_leaves_the_session_usable_keeps_the_cookie(
@@ -802,7 +898,8 @@ def test_a_malformed_bearer_token_does_not_expire_the_browsers_cookie(
     decider: Decider, credential: SessionCredential
 ) -> None:
     request = CheckRequest(
-        "GET", "/api/items",
+        "GET",
+        "/api/items",
         {"authorization": "Bearer gws_garbage", "cookie": f"{COOKIE}={credential.encode()}"},
     )
     deny = denied(decide(decider, request), 401)
@@ -824,7 +921,42 @@ def test_a_public_url_with_its_default_port_matches_the_browsers_origin(
 ) -> None:
     decider = Decider(make_config(public_url="https://gateway.example:443"))
     request = CheckRequest(
-        "POST", "/api/items",
+        "POST",
+        "/api/items",
         {"cookie": f"__Host-{COOKIE}={credential.encode()}", "origin": "https://gateway.example"},
     )
     assert isinstance(decider.begin(request), SessionNeeded)
+
+
+@pytest.mark.parametrize(
+    ("groups", "claims", "expected"),
+    [
+        (("admins",), {"tenant": "a"}, 200),
+        (("users", "admins"), {"tenant": "a"}, 200),
+        (("users",), {"tenant": "a"}, 403),
+        ((), {"tenant": "a"}, 403),
+        (("admins",), {"tenant": "b"}, 403),
+        (("admins",), {}, 403),
+    ],
+    ids=["member", "member-among-others", "other-group", "no-groups", "wrong-claim", "no-claim"],
+)
+def test_a_restricted_route_admits_only_users_with_its_groups_and_claims(
+    credential: SessionCredential, groups, claims, expected
+) -> None:
+    route = {
+        "name": "admin",
+        "prefix": "/admin/",
+        "upstream": "http://backend.test:9000",
+        "provider": "primary",
+        "require_groups": ["admins"],
+        "require_claims": {"tenant": "a"},
+    }
+    decider = Decider(make_config(extra_routes=(route,)))
+    session = session_with(identity=Identity(subject="alice", groups=groups, claims=claims))
+    decision = decide(decider, api_request(credential, "/admin/x"), session)
+    if expected == 200:
+        allowed(decision)
+    else:
+        deny = denied(decision, 403)
+        assert body_of(deny)["reason"] == "forbidden"
+        assert all(name != "authorization" for name, _ in deny.headers)
