@@ -143,6 +143,11 @@ class Decider:
         route = self.route_for(request)
         if route is None:
             return self._json_deny(None, "unknown_route", 403, "forbidden", "No such route.")
+        if request.method == "TRACE":
+            # A backend answering TRACE would echo the injected token back to the client.
+            return self._json_deny(
+                route.name, "method_not_allowed", 405, "method_not_allowed", "TRACE is refused."
+            )
         if route.public or is_preflight(request):
             return self._allow_anonymous(request, route, "public" if route.public else "preflight")
         try:

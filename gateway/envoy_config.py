@@ -212,13 +212,12 @@ def _gateway_route_entries(route: Route, managed: list[str]) -> list[dict[str, A
     action["timeout"] = _duration(route.timeout)
     if route.prefix_rewrite is not None:
         action["prefix_rewrite"] = route.prefix_rewrite
-    if route.public:
-        # No Check happens, so nothing would replace spoofed gateway headers: Envoy strips them.
-        per_filter, strip = _ext_authz_per_route(None), managed
-    else:
-        # Not stripped here: route-level removal runs in the router, after ext_authz has set
-        # these headers, and would delete them. ext_authz removes spoofed ones itself.
-        per_filter, strip = _ext_authz_per_route(route.name), []
+    # Public routes go through ext_authz too: it needs no session for them (no Redis, no
+    # crypto), but it is what takes the session cookie out of the Cookie header, which no
+    # public backend may see. Route-level header removal cannot serve instead: it runs in
+    # the router, after ext_authz has set headers, and it can only drop whole headers.
+    del managed  # ext_authz strips spoofed gateway headers on every route
+    per_filter, strip = _ext_authz_per_route(route.name), []
     return [
         _route_entry(route.name, match, action, per_filter, strip=strip)
         for match in _path_matches(route.prefix)

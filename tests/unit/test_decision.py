@@ -960,3 +960,10 @@ def test_a_restricted_route_admits_only_users_with_its_groups_and_claims(
         deny = denied(decision, 403)
         assert body_of(deny)["reason"] == "forbidden"
         assert all(name != "authorization" for name, _ in deny.headers)
+
+
+def test_trace_is_refused_so_no_backend_can_echo_an_injected_token(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    deny = denied(decide(decider, browser_request(credential, method="TRACE")), 405)
+    assert body_of(deny)["reason"] == "method_not_allowed"

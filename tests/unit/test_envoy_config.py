@@ -221,15 +221,13 @@ def test_protected_routes_keep_the_headers_ext_authz_sets(bootstrap: dict[str, A
             assert "request_headers_to_remove" not in entry
 
 
-def test_public_routes_skip_ext_authz_and_strip_managed_headers(
-    bootstrap: dict[str, Any], config: GatewayConfig
+def test_public_routes_still_pass_ext_authz_which_strips_the_session_cookie(
+    bootstrap: dict[str, Any],
 ) -> None:
     (entry,) = routes_named(bootstrap, "status")
-    assert ext_authz_per_route(entry) == {"@type": PER_ROUTE, "disabled": True}
-    stripped = entry["request_headers_to_remove"]
-    assert stripped == list(config.managed_headers())
-    assert {"authorization", "private-token", "x-gateway-user-id"} <= set(stripped)
-    assert not {"host", ":authority", ":path"} & set(stripped)
+    settings = ext_authz_per_route(entry)["check_settings"]
+    assert settings == {"context_extensions": {"route": "status"}}
+    assert "request_headers_to_remove" not in entry
 
 
 def test_longest_prefix_is_matched_first(bootstrap: dict[str, Any]) -> None:
