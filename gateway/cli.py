@@ -190,12 +190,48 @@ def _cmd_auth_login(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_config_reference(args: argparse.Namespace) -> int:
+    from gateway.config_reference import render_reference
+
+    print(render_reference())
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """ext_authz and the login app together, as child processes; Envoy and Redis run apart."""
+    import signal
+    import subprocess
+
+    _config(args)  # fail here, with the reason, rather than in a child
+    children = [
+        subprocess.Popen([sys.executable, "-m", "gateway.cli", command, "--config", args.config])
+        for command in ("authz", "login")
+    ]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    forward(signal.SIGTERM, None)  # one ended: stop the other too
+    return max(child.wait() for child in children)
+
+
 def _utc(seconds: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="The authentication gateway: its servers and its operator commands.",
+        epilog="Exit codes: 0 ok, 2 usage, 3 invalid configuration, 4 Redis or gateway "
+        "unavailable, 5 not found, 6 login denied or expired, 130 interrupted.",
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -203,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="gateway YAML config (default: $GATEWAY_CONFIG or ./gateway.yaml)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", parents=[common], help="run ext_authz and the login app together"
+    )
+    run.set_defaults(handler=_cmd_run)
+
+    reference = commands.add_parser(
+        "config-reference", help="print the configuration reference (Markdown)"
+    )
+    reference.set_defaults(handler=_cmd_config_reference)
 
     check = commands.add_parser(
         "check-config", parents=[common], help="validate the configuration and exit"
@@ -220,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(handler=_cmd_render_envoy)
 
-    authz = commands.add_parser("authz", parents=[common], help="run the ext_authz gRPC server")
+    authz = commands.add_parser(
+        "authz", parents=[common], help="run the ext_authz server (and its worker processes)"
+    )
     authz.add_argument(
         "--listen", help="first worker's host:port or unix:/path (default from config)"
     )

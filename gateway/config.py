@@ -223,7 +223,9 @@ class ExtAuthzSettings(_Model):
     allowed_origins: tuple[str, ...] = Field(
         (), description="Extra origins allowed to send cookie-authenticated unsafe requests."
     )
-    max_cookie_header_bytes: int = Field(8192, gt=0)
+    max_cookie_header_bytes: int = Field(
+        8192, gt=0, description="A larger Cookie header is refused as a malformed credential."
+    )
     session_cache_ttl: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = Field(
         2.0,
         description="How long a worker may answer from its in-memory copy of a session; "
@@ -273,8 +275,10 @@ def _metrics_listen(value: str | None) -> str | None:
 
 
 class LoginAppSettings(_Model):
-    listen: str = "127.0.0.1:5000"
-    path_prefix: str = "/auth"
+    listen: str = Field("127.0.0.1:5000", description="host:port the login app serves on.")
+    path_prefix: str = Field(
+        "/auth", description="Where Envoy routes to the login app (without ext_authz)."
+    )
     metrics_listen: str | None = Field(
         "127.0.0.1:9465", description="host:port of the Prometheus /metrics endpoint; null: off"
     )
@@ -293,15 +297,19 @@ class LoginAppSettings(_Model):
 
 
 class EnvoySettings(_Model):
-    listen_address: str = "0.0.0.0"
-    listen_port: int = Field(8080, ge=1, le=65535)
-    admin_port: int = Field(9901, ge=1, le=65535)
+    listen_address: str = Field("0.0.0.0", description="Address of Envoy's public listener.")
+    listen_port: int = Field(8080, ge=1, le=65535, description="Port of the public listener.")
+    admin_port: int = Field(
+        9901, ge=1, le=65535, description="Envoy's admin interface, always on 127.0.0.1."
+    )
 
 
 class IdentityHeaders(_Model):
-    user_id: str = "X-Gateway-User-Id"
-    email: str = "X-Gateway-User-Email"
-    name: str = "X-Gateway-User-Name"
+    user_id: str = Field("X-Gateway-User-Id", description="Header carrying the user's subject.")
+    email: str = Field("X-Gateway-User-Email", description="Header carrying the user's email.")
+    name: str = Field(
+        "X-Gateway-User-Name", description="Header carrying the user's name (percent-encoded)."
+    )
 
     @field_validator("user_id", "email", "name")
     @classmethod
@@ -315,19 +323,26 @@ class IdentityHeaders(_Model):
 
 
 class Provider(_Model):
-    id: str
-    kind: Literal["oidc", "oauth2"]
-    client_id: str = Field(min_length=1)
+    id: str = Field(description="Short name routes refer to (lower-case, digits, - and _).")
+    kind: Literal["oidc", "oauth2"] = Field(
+        description="oidc: discovery, ID tokens, logout; oauth2: explicit endpoints (GitLab, "
+        "JupyterHub)."
+    )
+    client_id: str = Field(min_length=1, description="This gateway's client id there.")
     client_secret: str | None = Field(
         None, description="Set with GATEWAY_PROVIDER_<ID>_CLIENT_SECRET."
     )
-    scopes: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = Field((), description="Scopes to ask for.")
     login_sequence: bool = Field(True, description="Part of the browser login sequence.")
     issuer: str | None = Field(None, description="OIDC issuer; endpoints come from discovery.")
-    authorize_url: str | None = None
-    token_url: str | None = None
-    userinfo_url: str | None = None
-    revocation_url: str | None = None
+    authorize_url: str | None = Field(None, description="oauth2: the authorization endpoint.")
+    token_url: str | None = Field(None, description="oauth2: the token endpoint.")
+    userinfo_url: str | None = Field(
+        None, description="oauth2: where the identity comes from when this provider is primary."
+    )
+    revocation_url: str | None = Field(
+        None, description="RFC 7009 endpoint; tokens are revoked there on logout."
+    )
     token_max_lifetime: Duration | None = Field(
         None, description="Lifetime given to tokens that arrive without an expiry."
     )
@@ -360,14 +375,20 @@ class Provider(_Model):
 
 
 class Route(_Model):
-    name: str
-    prefix: str
-    upstream: str
+    name: str = Field(description="Envoy's route name and the label in logs and metrics.")
+    prefix: str = Field(description="Path prefix; the longest matching prefix wins.")
+    upstream: str = Field(description="http(s)://host[:port] of the backend.")
     provider: str | None = Field(None, description="Whose access token the backend receives.")
-    token_format: TokenFormat = TokenFormat.BEARER
+    token_format: TokenFormat = Field(
+        TokenFormat.BEARER, description="How the token is presented (see the table above)."
+    )
     identity_headers: bool = Field(False, description="Send the user's id, email and name.")
     anonymous: bool = Field(False, description="Let requests without a session through.")
-    public: bool = Field(False, description="Skip authorization entirely (no ext_authz call).")
+    public: bool = Field(
+        False,
+        description="No session needed and none looked up; ext_authz still removes the "
+        "session cookie and gateway headers before the backend.",
+    )
     prefix_rewrite: str | None = Field(None, description="Replace the prefix before forwarding.")
     require_groups: tuple[str, ...] = Field(
         (), description="Only users in at least one of these groups (primary provider) get in."
@@ -376,7 +397,7 @@ class Route(_Model):
         default_factory=dict,
         description="ID token claims the user must have, with these exact values.",
     )
-    timeout: Duration = 30.0
+    timeout: Duration = Field(30.0, description="Envoy's upstream timeout for the route.")
 
     @field_validator("name")
     @classmethod
@@ -424,19 +445,27 @@ class Route(_Model):
 
 class GatewayConfig(_Model):
     public_url: str = Field(description="The URL browsers use to reach Envoy.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    session: SessionSettings
-    tokens: TokenSettings = TokenSettings()
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Level of the JSON log lines every component writes to stderr."
+    )
+    session: SessionSettings = Field(description="Session cookie and lifetimes.")
+    tokens: TokenSettings = Field(TokenSettings(), description="Access token refresh.")
     redis: RedisSettings = RedisSettings()
-    ext_authz: ExtAuthzSettings = ExtAuthzSettings()
-    login_app: LoginAppSettings = LoginAppSettings()
-    envoy: EnvoySettings = EnvoySettings()
-    identity_headers: IdentityHeaders = IdentityHeaders()
+    ext_authz: ExtAuthzSettings = Field(
+        ExtAuthzSettings(), description="The authorization server Envoy asks."
+    )
+    login_app: LoginAppSettings = Field(LoginAppSettings(), description="The login app.")
+    envoy: EnvoySettings = Field(EnvoySettings(), description="Envoy's listeners.")
+    identity_headers: IdentityHeaders = Field(
+        IdentityHeaders(), description="Names of the identity headers routes may send."
+    )
     allowed_redirect_origins: tuple[str, ...] = Field(
         (), description="Origins besides public_url that login/logout may redirect to."
     )
-    providers: tuple[Provider, ...] = ()
-    routes: tuple[Route, ...] = Field(min_length=1)
+    providers: tuple[Provider, ...] = Field(
+        (), description="Identity providers, in login-sequence order (the first is primary)."
+    )
+    routes: tuple[Route, ...] = Field(min_length=1, description="Backends behind Envoy.")
 
     @field_validator("public_url")
     @classmethod

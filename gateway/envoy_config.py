@@ -202,12 +202,12 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
     ]
     # Envoy takes the first match, so the longest prefix must come first.
     for route in sorted(config.routes, key=lambda r: (-len(r.prefix), r.prefix)):
-        routes += _gateway_route_entries(route, managed)
+        routes += _gateway_route_entries(route)
     routes.append(_not_found_route())
     return routes
 
 
-def _gateway_route_entries(route: Route, managed: list[str]) -> list[dict[str, Any]]:
+def _gateway_route_entries(route: Route) -> list[dict[str, Any]]:
     action: dict[str, Any] = {"cluster": upstream_cluster_name(route)}
     action["timeout"] = _duration(route.timeout)
     if route.prefix_rewrite is not None:
@@ -216,10 +216,10 @@ def _gateway_route_entries(route: Route, managed: list[str]) -> list[dict[str, A
     # crypto), but it is what takes the session cookie out of the Cookie header, which no
     # public backend may see. Route-level header removal cannot serve instead: it runs in
     # the router, after ext_authz has set headers, and it can only drop whole headers.
-    del managed  # ext_authz strips spoofed gateway headers on every route
-    per_filter, strip = _ext_authz_per_route(route.name), []
+    # ext_authz also removes spoofed gateway headers on every route.
+    per_filter = _ext_authz_per_route(route.name)
     return [
-        _route_entry(route.name, match, action, per_filter, strip=strip)
+        _route_entry(route.name, match, action, per_filter, strip=[])
         for match in _path_matches(route.prefix)
     ]
 
