@@ -26,6 +26,7 @@ from ext_authz.request import (
     cookie_header_without,
     is_browser_navigation,
     is_preflight,
+    is_websocket_upgrade,
     read_credential,
     request_origin,
 )
@@ -164,8 +165,12 @@ class Decider:
         return SessionNeeded(request, route, presented)
 
     def _origin_allowed(self, request: CheckRequest) -> bool:
-        """CSRF guard: unsafe methods carried by a cookie must come from an allowed origin."""
-        if request.method in SAFE_METHODS:
+        """CSRF guard: unsafe methods carried by a cookie must come from an allowed origin.
+
+        So must a WebSocket handshake: it is a GET, but any site can open one with the
+        user's cookies and then read the replies (cross-site WebSocket hijacking).
+        """
+        if request.method in SAFE_METHODS and not is_websocket_upgrade(request):
             return True
         return request_origin(request) in self._allowed_origins
 

@@ -109,6 +109,10 @@ def is_preflight(request: CheckRequest) -> bool:
     )
 
 
+def is_websocket_upgrade(request: CheckRequest) -> bool:
+    return "websocket" in request.header("upgrade").lower()
+
+
 def is_browser_navigation(request: CheckRequest) -> bool:
     """A page load the browser will follow a redirect for (not an XHR/fetch or API call)."""
     if request.method not in ("GET", "HEAD"):

@@ -29,6 +29,7 @@ import redis.asyncio
 
 from ext_authz.metrics import SESSION_CACHE
 from gateway.credentials import SessionCredential
+from gateway.redis_client import REDIS_FAILURES, fresh_pubsub
 from gateway.sessions import Session
 from gateway.store import AsyncSessionStore
 
@@ -130,13 +131,17 @@ class CachedSessions:
 
     async def _listen(self) -> None:
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+            pubsub = None
             try:
+                # Each (re)connection goes to whichever server serves the channel now: the
+                # master the sentinels name, a live cluster node. A failover that leaves the
+                # old connection silent is caught by _follow's pings.
+                pubsub = await fresh_pubsub(self._client)
                 await pubsub.subscribe(self._channel)
                 await self._follow(pubsub)
             except asyncio.CancelledError:
                 raise
-            except (redis.RedisError, OSError, TimeoutError) as exc:
+            except REDIS_FAILURES as exc:  # TimeoutError from _follow is an OSError
                 logger.warning(
                     "session invalidation feed lost; cache off",
                     extra={"detail": type(exc).__name__},
@@ -144,10 +149,11 @@ class CachedSessions:
             finally:
                 self._cache.disable()
                 self.on_feed_change(False)
-                try:
-                    await pubsub.aclose()
-                except (redis.RedisError, OSError):
-                    pass
+                if pubsub is not None:
+                    try:
+                        await pubsub.aclose()
+                    except REDIS_FAILURES:
+                        pass
             await asyncio.sleep(_RECONNECT_SECONDS)
 
     async def _follow(self, pubsub: redis.asyncio.client.PubSub) -> None:

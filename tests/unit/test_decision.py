@@ -967,3 +967,21 @@ def test_trace_is_refused_so_no_backend_can_echo_an_injected_token(
 ) -> None:
     deny = denied(decide(decider, browser_request(credential, method="TRACE")), 405)
     assert body_of(deny)["reason"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed_through"),
+    [(FOREIGN_ORIGIN, False), (None, False), (PUBLIC_URL, True), (PARTNER_ORIGIN, True)],
+    ids=["foreign-origin", "no-origin", "own-origin", "allowed-partner"],
+)
+def test_a_cookie_websocket_handshake_must_come_from_an_allowed_origin(
+    decider: Decider, credential: SessionCredential, origin, allowed_through
+) -> None:
+    headers = {"upgrade": "websocket", "connection": "Upgrade"}
+    if origin:
+        headers["origin"] = origin
+    step = decider.begin(browser_request(credential, "/api/socket", **headers))
+    if allowed_through:
+        assert isinstance(step, SessionNeeded)
+    else:
+        assert body_of(denied(step, 403))["reason"] == "csrf"
