@@ -164,9 +164,9 @@ def _ext_authz_filter(config: GatewayConfig) -> dict[str, Any]:
     timeout = _duration(config.ext_authz.timeout)
     if config.ext_authz.transport == "grpc":
         settings["grpc_service"] = {
-            # One retry on another worker when a worker cannot be reached; never fail open.
-            "envoy_grpc": {"cluster_name": EXT_AUTHZ_CLUSTER, "retry_policy": {"num_retries": 1}},
+            "envoy_grpc": {"cluster_name": EXT_AUTHZ_CLUSTER},
             "timeout": timeout,
+            "retry_policy": _ext_authz_retry("connect-failure,refused-stream,reset,unavailable"),
         }
     else:
         settings["http_service"] = _http_service(config, timeout)
@@ -179,12 +179,31 @@ HTTP_MODE_CLIENT_HEADERS = (
 )  # fmt: skip
 
 
+def _ext_authz_retry(retry_on: str) -> dict[str, Any]:
+    """Retry a check that could not reach a worker on another worker, quickly; a decision
+    is never skipped (failing that, Envoy still answers 503)."""
+    predicate = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+    return {
+        "retry_on": retry_on,
+        "num_retries": 2,
+        "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.02s"},
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {"@type": _TYPE + predicate},
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+
+
 def _http_service(config: GatewayConfig, timeout: str) -> dict[str, Any]:
     """ext_authz's HTTP mode: an allowed reply's managed headers (and the rewritten Cookie)
     go upstream; x-envoy-auth-headers-to-remove names what to strip."""
     upstream = [*config.managed_headers(), "cookie"]
     return {
         "server_uri": {"uri": "http://ext-authz", "cluster": EXT_AUTHZ_CLUSTER, "timeout": timeout},
+        "retry_policy": _ext_authz_retry("connect-failure,refused-stream,reset"),
         "path_prefix": HTTP_MODE_PATH_PREFIX,
         "authorization_response": {
             "allowed_upstream_headers": {"patterns": _exact(upstream)},
@@ -288,7 +307,12 @@ def _ext_authz_cluster(endpoints: Sequence[str], *, transport: str = "grpc") -> 
             }
         ]
     limit = EXT_AUTHZ_CIRCUIT_LIMIT
-    threshold = {"max_connections": limit, "max_pending_requests": limit, "max_requests": limit}
+    threshold = {
+        "max_connections": limit,
+        "max_pending_requests": limit,
+        "max_requests": limit,
+        "max_retries": limit,  # Envoy allows 3 concurrent retries by default
+    }
     cluster["circuit_breakers"] = {"thresholds": [threshold]}
     if http2:  # gRPC; the HTTP mode speaks HTTP/1.1, Envoy's default upstream protocol
         options = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"

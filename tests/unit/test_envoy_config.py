@@ -20,6 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 from envoy.extensions.resource_monitors.downstream_connections.v3 import (  # noqa: F401
     downstream_connections_pb2,
 )
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
@@ -172,10 +173,11 @@ def test_ext_authz_fails_closed_with_503(bootstrap: dict[str, Any]) -> None:
     assert settings["failure_mode_allow"] is False
     assert settings["status_on_error"] == {"code": 503}
     assert settings["transport_api_version"] == "V3"
-    assert settings["grpc_service"] == {
-        "envoy_grpc": {"cluster_name": "ext_authz", "retry_policy": {"num_retries": 1}},
-        "timeout": "0.9s",
-    }
+    grpc_service = settings["grpc_service"]
+    assert grpc_service["envoy_grpc"] == {"cluster_name": "ext_authz"}
+    assert grpc_service["timeout"] == "0.9s"
+    retry = grpc_service["retry_policy"]  # another worker, fast; never skipping the check
+    assert retry["num_retries"] == 2 and "connect-failure" in retry["retry_on"]
 
 
 def test_ext_authz_receives_only_the_headers_the_decision_needs(
