@@ -19,8 +19,10 @@ from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.metrics import CHECK_SECONDS, DECISIONS
 from ext_authz.request import CheckRequest
+from gateway.logs import FastLine
 
 logger = logging.getLogger("ext_authz.check")
+_decision_line = FastLine("ext_authz.check")
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
@@ -100,14 +102,12 @@ def record_decision(
     allowed = isinstance(decision, Allow)
     CHECK_SECONDS.labels(transport).observe(seconds)
     DECISIONS.labels(decision.route or "-", "allow" if allowed else "deny", decision.reason).inc()
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    logger.info(
+    _decision_line(
         "check",
-        extra={
+        {
             "request_id": check.header("x-request-id"),
             "route": decision.route,
-            "decision": "allow" if isinstance(decision, Allow) else "deny",
+            "decision": "allow" if allowed else "deny",
             "reason": decision.reason,
             "status": 200 if isinstance(decision, Allow) else decision.status,
             "latency_ms": round(seconds * 1000, 3),

@@ -14,6 +14,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 
 from gateway.errors import CredentialError
 
@@ -32,7 +33,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SessionCredential:
     session_id: bytes
     secret: bytes
@@ -44,7 +45,22 @@ class SessionCredential:
 
     @classmethod
     def parse(cls, text: str) -> SessionCredential:
-        """Parse the encoded form; anything else raises :class:`CredentialError`."""
+        """Parse the encoded form; anything else raises :class:`CredentialError`.
+
+        Parsed credentials are remembered (bounded): the same cookie arrives on every
+        request of a session, and this is on the hot path of each check.
+        """
+        known = _PARSED.get(text)
+        if known is not None:
+            return known
+        credential = cls._parse(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()  # crude but bounded; a miss only costs one parse
+        _PARSED[text] = credential
+        return credential
+
+    @classmethod
+    def _parse(cls, text: str) -> SessionCredential:
         if len(text) != ENCODED_LENGTH:
             raise CredentialError("session credential has the wrong length")
         match = _SHAPE.fullmatch(text)
@@ -62,13 +78,17 @@ class SessionCredential:
     def encode(self) -> str:
         return f"{PREFIX}{_b64(self.session_id)}.{_b64(self.secret)}"
 
-    @property
+    @cached_property
     def lookup_id(self) -> str:
         """Hex digest naming the session in Redis; the raw id is never a key."""
         return hashlib.sha256(b"gateway-session-id\x00" + self.session_id).hexdigest()
 
     def __repr__(self) -> str:  # never print the secret, even in a traceback
         return f"SessionCredential(lookup_id={self.lookup_id[:12]}…)"
+
+
+_PARSED: dict[str, SessionCredential] = {}
+_PARSED_MAX = 50_000
 
 
 def looks_like_credential(text: str) -> bool:
