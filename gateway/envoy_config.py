@@ -166,7 +166,9 @@ def _ext_authz_filter(config: GatewayConfig) -> dict[str, Any]:
         settings["grpc_service"] = {
             "envoy_grpc": {"cluster_name": EXT_AUTHZ_CLUSTER},
             "timeout": timeout,
-            "retry_policy": _ext_authz_retry("connect-failure,refused-stream,reset,unavailable"),
+            "retry_policy": _ext_authz_retry(
+                "connect-failure,refused-stream,reset,unavailable", timeout
+            ),
         }
     else:
         settings["http_service"] = _http_service(config, timeout)
@@ -179,14 +181,19 @@ HTTP_MODE_CLIENT_HEADERS = (
 )  # fmt: skip
 
 
-def _ext_authz_retry(retry_on: str) -> dict[str, Any]:
+def _ext_authz_retry(retry_on: str, timeout: str) -> dict[str, Any]:
     """Retry a check that could not reach a worker on another worker, quickly; a decision
-    is never skipped (failing that, Envoy still answers 503)."""
+    is never skipped (failing that, Envoy still answers 503).
+
+    Envoy turns this policy's ``max_interval`` into the per-try timeout of the check, so it
+    must be the whole ext_authz timeout: a check that waits on a token refresh takes longer
+    than any back-off.
+    """
     predicate = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
     return {
         "retry_on": retry_on,
         "num_retries": 2,
-        "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.02s"},
+        "retry_back_off": {"base_interval": "0.005s", "max_interval": timeout},
         "retry_host_predicate": [
             {
                 "name": "envoy.retry_host_predicates.previous_hosts",
@@ -203,7 +210,7 @@ def _http_service(config: GatewayConfig, timeout: str) -> dict[str, Any]:
     upstream = [*config.managed_headers(), "cookie"]
     return {
         "server_uri": {"uri": "http://ext-authz", "cluster": EXT_AUTHZ_CLUSTER, "timeout": timeout},
-        "retry_policy": _ext_authz_retry("connect-failure,refused-stream,reset"),
+        "retry_policy": _ext_authz_retry("connect-failure,refused-stream,reset", timeout),
         "path_prefix": HTTP_MODE_PATH_PREFIX,
         "authorization_response": {
             "allowed_upstream_headers": {"patterns": _exact(upstream)},
@@ -213,10 +220,12 @@ def _http_service(config: GatewayConfig, timeout: str) -> dict[str, Any]:
 
 
 def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
-    managed = list(config.managed_headers())
+    # The login app reads a CLI's `Authorization: Bearer gws_…` (logout, /auth/user), so that
+    # one header reaches it; every other gateway header a client sent is stripped.
+    strip = [name for name in config.managed_headers() if name != "authorization"]
     login = {"cluster": LOGIN_APP_CLUSTER}
     routes = [
-        _route_entry("login_app", match, login, _ext_authz_per_route(None), strip=managed)
+        _route_entry("login_app", match, login, _ext_authz_per_route(None), strip=strip)
         for match in _path_matches(config.login_app.path_prefix + "/")
     ]
     # Envoy takes the first match, so the longest prefix must come first.
