@@ -171,3 +171,13 @@ def test_backchannel_logout_ends_every_session_of_that_idp_session(stack):
     assert sync_store(stack.config).load(credential) is None
     denied = browser.get(stack.url + "/api/x", headers={"Accept": "application/json"}, timeout=10)
     assert denied.status_code == 401
+
+
+def test_a_cli_logs_out_with_its_bearer_credential_through_envoy(stack):
+    credential = stack.create_session("carol", tokens={"primary": "tok"})
+    bearer = {"Authorization": f"Bearer {credential.encode()}", "Accept": "application/json"}
+    assert requests.get(stack.url + "/auth/user", headers=bearer, timeout=10).status_code == 200
+    reply = requests.post(stack.url + "/auth/logout", headers=bearer, timeout=10)
+    assert reply.status_code == 200 and reply.json()["logged_out"] is True
+    assert sync_store(stack.config).load(credential) is None
+    assert requests.get(stack.url + "/api/x", headers=bearer, timeout=10).status_code == 401
