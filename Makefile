@@ -32,7 +32,7 @@ integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway ext_authz login_app devtools deploy bench tests
+	$(BIN)/ruff check gateway ext_authz login_app devtools deploy bench soak tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy gateway ext_authz login_app deploy
@@ -64,3 +64,11 @@ clean:
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## A soak run: mixed, verified traffic through the whole stack for SOAK_SECONDS (default 600);
+## fails on any unexpected status, memory growth or leaked Redis key. Report in soak-results/.
+## `make soak SOAK_SECONDS=60`; more options with SOAK_ARGS (`python -m soak --help`).
+SOAK_SECONDS ?= 600
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python -m soak --duration $(SOAK_SECONDS) --out soak-results $(SOAK_ARGS)

@@ -29,7 +29,12 @@ import redis.asyncio
 
 from ext_authz.metrics import SESSION_CACHE
 from gateway.credentials import SessionCredential
-from gateway.redis_client import REDIS_FAILURES, fresh_pubsub
+from gateway.redis_client import (
+    MASTER_CHECK_SECONDS,
+    REDIS_FAILURES,
+    fresh_pubsub,
+    subscription_is_current,
+)
 from gateway.sessions import Session
 from gateway.store import AsyncSessionStore
 
@@ -40,6 +45,8 @@ _RECONNECT_SECONDS = 1.0
 _PING_SECONDS = 0.5
 # No reply to our pings for this long: the feed is presumed dead and the cache goes off.
 _SILENCE_SECONDS = 1.5
+# How often the feed makes sure its server is still the one PUBLISHes go to (sentinel mode).
+_SERVER_CHECK_SECONDS = MASTER_CHECK_SECONDS
 
 
 class SessionCache:
@@ -157,14 +164,22 @@ class CachedSessions:
             await asyncio.sleep(_RECONNECT_SECONDS)
 
     async def _follow(self, pubsub: redis.asyncio.client.PubSub) -> None:
-        """Apply invalidations; ping so that a silent (paused, failed-over) Redis is noticed."""
+        """Apply invalidations; ping so that a silent (paused, failed-over) Redis is noticed,
+        and leave a server that is answering but no longer the master."""
         last_heard = time.monotonic()
-        next_ping = last_heard
+        next_ping = next_server_check = last_heard
         while True:
             now = time.monotonic()
             if now >= next_ping:
                 await pubsub.ping()
                 next_ping = now + _PING_SECONDS
+            if now >= next_server_check:
+                # This loop runs in every worker whatever the traffic, so it also keeps the
+                # store's view of the servers current (sentinel master, cluster layout).
+                await self._store.keep_current()
+                if not await subscription_is_current(self._client, pubsub):
+                    raise redis.ConnectionError("the invalidation feed's server is not the master")
+                next_server_check = now + _SERVER_CHECK_SECONDS
             message = await pubsub.get_message(timeout=_PING_SECONDS / 2)
             if message is not None:
                 last_heard = time.monotonic()

@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -173,30 +174,130 @@ class TokenSettings(_Model):
     )
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError("must be host:port")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+def _address(host_port: str) -> tuple[str, int]:
+    host, _, port = host_port.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _url_db(url: str) -> int | None:
+    """The database a redis:// URL selects (``?db=`` wins over the path), None when unreadable."""
+    parts = urlsplit(url)
+    text = parse_qs(parts.query).get("db", [parts.path.strip("/") or "0"])[0]
+    return int(text) if text.isdigit() else None
+
+
 class SentinelSettings(_Model):
-    master_name: str
-    sentinels: tuple[str, ...] = Field(min_length=1, description="host:port of each sentinel")
+    master_name: str = Field(min_length=1, description="The name the sentinels monitor.")
+    sentinels: tuple[HostPort, ...] = Field(min_length=1, description="host:port of each sentinel")
+    password: str | None = Field(
+        None,
+        description="The sentinels' own password (their requirepass), when they have one. "
+        "The master's password is the URL's (GATEWAY_REDIS_URL).",
+    )
 
 
 class RedisSettings(_Model):
-    mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
-    url: str = Field("redis://127.0.0.1:6379/0", description="redis://, rediss:// or unix://")
-    sentinel: SentinelSettings | None = None
+    """Where Redis is and how long a command may take.
+
+    - ``standalone``: one server at ``url``.
+    - ``sentinel``: the master that ``sentinel.sentinels`` name for ``sentinel.master_name``
+      when a connection is made (so failovers are followed). The URL's host and port are not
+      used; its username, password, database and scheme (``rediss``: TLS) apply to the master,
+      so the password still arrives in ``GATEWAY_REDIS_URL``, e.g.
+      ``redis://:PASSWORD@redis-master/0``.
+    - ``cluster``: the cluster found through ``nodes`` (startup nodes; without them, the URL's
+      host:port). The URL's username, password and scheme apply to every node; its database
+      must be 0, the only one a cluster has.
+    """
+
+    mode: Literal["standalone", "sentinel", "cluster"] = Field(
+        "standalone",
+        description="standalone: one server at url; sentinel: the master the sentinels name; "
+        "cluster: a Redis Cluster found through nodes",
+    )
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis://, rediss:// or unix://; set it with GATEWAY_REDIS_URL when it "
+        "carries a password (sentinel mode: only its credentials, db and scheme are used)",
+    )
+    nodes: tuple[HostPort, ...] = Field(
+        (),
+        description="cluster mode: host:port of startup nodes (any reachable one will do); "
+        "empty: the URL's host:port",
+        validate_default=True,
+    )
+    sentinel: SentinelSettings | None = Field(
+        None, description="sentinel mode: where the sentinels are", validate_default=True
+    )
     timeout: Duration = Field(0.25, description="Per-command timeout; must stay below Envoy's.")
     key_prefix: str = "gw:"
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        mode = info.data.get("mode")
+        if mode in ("sentinel", "cluster") and scheme == "unix":
+            raise ValueError(f"{mode} mode connects over TCP: use redis:// or rediss://")
+        if mode == "cluster":
+            try:
+                _ = urlsplit(value).port  # raises on a port that is not a number
+            except ValueError:
+                raise ValueError("the port must be a number") from None
+            if _url_db(value) != 0:
+                raise ValueError("the database must be 0 in cluster mode (a cluster has no other)")
         return value
 
-    @model_validator(mode="after")
-    def _mode(self) -> RedisSettings:
-        if self.mode != "standalone":
-            raise ValueError(f"mode {self.mode!r} is reserved and not supported yet")
-        return self
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if "mode" not in info.data:
+            return value  # the mode itself is wrong, and reported
+        mode = info.data["mode"]
+        if value and mode != "cluster":
+            raise ValueError("startup nodes are only used in cluster mode")
+        url = info.data.get("url")
+        if mode == "cluster" and not value and url is not None and not urlsplit(url).hostname:
+            raise ValueError("cluster mode needs at least one node: list nodes or give url a host")
+        return value
+
+    @field_validator("sentinel")
+    @classmethod
+    def _sentinel(
+        cls, value: SentinelSettings | None, info: ValidationInfo
+    ) -> SentinelSettings | None:
+        if "mode" not in info.data:
+            return value
+        mode = info.data["mode"]
+        if mode == "sentinel" and value is None:
+            raise ValueError("required in sentinel mode (master_name and sentinels)")
+        if mode != "sentinel" and value is not None:
+            raise ValueError("only used in sentinel mode (set redis.mode: sentinel)")
+        return value
+
+    def startup_nodes(self) -> tuple[tuple[str, int], ...]:
+        """cluster mode: (host, port) of each node to learn the cluster's layout from."""
+        if self.nodes:
+            return tuple(_address(node) for node in self.nodes)
+        parts = urlsplit(self.url)
+        return ((parts.hostname or "", parts.port or 6379),)
+
+    def sentinel_addresses(self) -> tuple[tuple[str, int], ...]:
+        """sentinel mode: (host, port) of each sentinel."""
+        assert self.sentinel is not None
+        return tuple(_address(sentinel) for sentinel in self.sentinel.sentinels)
 
 
 class ExtAuthzSettings(_Model):

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import redis
 
-from gateway.redis_client import translate_redis_errors
+from gateway.redis_client import is_cluster, publish_each, translate_redis_errors
 from gateway.sessions import SessionCodec
+from gateway.store import delete_indexed_records
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,10 @@ class SessionAdmin:
         self._user_pattern = f"{key_prefix}user:*"
 
     def _user_indexes(self) -> Iterator[str]:
-        for key in self._redis.scan_iter(match=self._user_pattern, count=500):
+        # A cluster's keys are spread over its masters: scan every one of them (each with its
+        # own cursor), never just the node a keyless command would go to.
+        where = {"target_nodes": redis.RedisCluster.PRIMARIES} if is_cluster(self._redis) else {}
+        for key in self._redis.scan_iter(match=self._user_pattern, count=500, **where):
             yield key.decode() if isinstance(key, bytes) else str(key)
 
     def _summaries(self, index: str) -> list[SessionSummary]:
@@ -78,12 +82,9 @@ class SessionAdmin:
         index = self._codec.user_index_key(subject)
         with translate_redis_errors("revoking a user's sessions"):
             lookup_ids = [_text(k) for k in self._redis.hkeys(index)]  # type: ignore[union-attr]
-            pipe = self._redis.pipeline(transaction=False)
-            for lookup_id in lookup_ids:
-                pipe.delete(self._codec.record_key_for(lookup_id))
-                pipe.publish(self._codec.invalidation_channel, lookup_id)
-            pipe.delete(index)
-            return sum(int(n) for n in pipe.execute()[:-1:2])
+            if not lookup_ids:
+                return 0
+            return delete_indexed_records(self._redis, self._codec, index, lookup_ids)
 
     def revoke_session(self, lookup_id_prefix: str) -> SessionSummary | None:
         """End the one session whose lookup id starts with the prefix (at least 8 chars).
@@ -101,11 +102,10 @@ class SessionAdmin:
             return None
         found = matches[0]
         with translate_redis_errors("revoking a session"):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.delete(self._codec.record_key_for(found.lookup_id))
-            pipe.hdel(self._codec.user_index_key(found.subject), found.lookup_id)
-            pipe.publish(self._codec.invalidation_channel, found.lookup_id)
-            pipe.execute()
+            # The record, then its index entry (another hash slot): see delete_indexed_records.
+            self._redis.delete(self._codec.record_key_for(found.lookup_id))
+            self._redis.hdel(self._codec.user_index_key(found.subject), found.lookup_id)
+            publish_each(self._redis, self._codec.invalidation_channel, [found.lookup_id])
         return found
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from dataclasses import dataclass, field, replace
 
 from google.protobuf.message import DecodeError
@@ -180,7 +181,16 @@ class SessionCodec:
         return f"{self._prefix}sid:{{{_digest(provider_session_id)}}}"
 
     def encode(self, credential: SessionCredential, session: Session) -> bytes:
-        plaintext = _to_message(session).SerializeToString(deterministic=True)
+        serialized = _to_message(session).SerializeToString(deterministic=True)
+        # Tokens are mostly base64 text: deflate saves about a quarter of Redis memory. The
+        # plaintext's first byte says whether it is compressed. (Compressing before
+        # encrypting leaks sizes only to whoever sees the record, and nothing in a session
+        # is chosen by one party to learn another's secret from its size.)
+        compressed = zlib.compress(serialized, 6)
+        if len(compressed) < len(serialized):
+            plaintext = _DEFLATED + compressed
+        else:
+            plaintext = _RAW + serialized
         return self._cipher.seal(
             plaintext,
             session_secret=credential.secret,
@@ -195,7 +205,27 @@ class SessionCodec:
         )
         message = pb.Session()
         try:
-            message.ParseFromString(plaintext)
+            message.ParseFromString(_inflate(plaintext))
         except DecodeError as exc:
             raise SessionInvalid("session record does not parse") from exc
         return _from_message(message)
+
+
+_RAW, _DEFLATED = b"\x00", b"\x01"
+_MAX_RECORD_BYTES = 256 * 1024
+
+
+def _inflate(plaintext: bytes) -> bytes:
+    marker, body = plaintext[:1], plaintext[1:]
+    if marker == _RAW:
+        return body
+    if marker != _DEFLATED:
+        raise SessionInvalid("session record has an unknown encoding")
+    inflater = zlib.decompressobj()
+    try:
+        inflated = inflater.decompress(body, _MAX_RECORD_BYTES)
+    except zlib.error as exc:
+        raise SessionInvalid("session record does not inflate") from exc
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise SessionInvalid("session record is truncated or too large")
+    return inflated

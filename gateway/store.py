@@ -19,7 +19,7 @@ import redis.asyncio
 from gateway.config import SessionSettings
 from gateway.credentials import SessionCredential
 from gateway.errors import StoreUnavailable
-from gateway.redis_client import translate_redis_errors
+from gateway.redis_client import keep_current, publish_each, translate_redis_errors
 from gateway.sessions import Session, SessionCodec, TokenSet
 
 TOUCH_FRACTION = 0.1
@@ -65,14 +65,19 @@ class SessionStore:
         # No session outlives absolute_lifetime, so neither need its index entries.
         index_ttl = int(self._settings.absolute_lifetime * 1000)
         with translate_redis_errors("saving a session"):
+            # The record and its index entries live in different hash slots (different nodes
+            # of a cluster), so they cannot be one transaction; they are written in this order
+            # instead. Failing in between leaves a record whose credential was never handed
+            # out (save raised) and that expires on its own; never a handed-out session
+            # missing from the index that "log out everywhere" works from.
+            self._redis.set(self._codec.record_key(credential), sealed, px=ttl)
             pipe = self._redis.pipeline(transaction=False)
-            pipe.set(self._codec.record_key(credential), sealed, px=ttl)
             summary = index_entry(session)
             for index in self._index_keys(session):
                 pipe.hset(index, credential.lookup_id, summary)
                 pipe.pexpire(index, index_ttl)
-            pipe.publish(self._codec.invalidation_channel, credential.lookup_id)
             pipe.execute()
+            publish_each(self._redis, self._codec.invalidation_channel, [credential.lookup_id])
 
     def _index_keys(self, session: Session) -> list[str]:
         keys = [self._codec.user_index_key(session.identity.subject)]
@@ -93,12 +98,17 @@ class SessionStore:
     def delete(self, credential: SessionCredential, session: Session | None = None) -> bool:
         """Delete one session (and its index entries when the session is known)."""
         with translate_redis_errors("deleting a session"):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.delete(self._codec.record_key(credential))
-            for index in self._index_keys(session) if session else ():
-                pipe.hdel(index, credential.lookup_id)
-            pipe.publish(self._codec.invalidation_channel, credential.lookup_id)
-            return bool(pipe.execute()[0])
+            # The record first: deleting it is what ends the session. Index entries are in
+            # other hash slots; one left behind by a failure below only names a session that
+            # no longer exists.
+            deleted = self._redis.delete(self._codec.record_key(credential))
+            if session is not None:
+                pipe = self._redis.pipeline(transaction=False)
+                for index in self._index_keys(session):
+                    pipe.hdel(index, credential.lookup_id)
+                pipe.execute()
+            publish_each(self._redis, self._codec.invalidation_channel, [credential.lookup_id])
+            return bool(deleted)
 
     def lookup_ids_of_user(self, subject: str) -> list[str]:
         with translate_redis_errors("reading a user's sessions"):
@@ -118,13 +128,27 @@ class SessionStore:
             lookup_ids = [_text(m) for m in self._redis.hkeys(index)]  # type: ignore[union-attr]
             if not lookup_ids:
                 return 0
-            pipe = self._redis.pipeline(transaction=False)
-            for lookup_id in lookup_ids:
-                pipe.delete(self._codec.record_key_for(lookup_id))
-            pipe.delete(index)
-            for lookup_id in lookup_ids:
-                pipe.publish(self._codec.invalidation_channel, lookup_id)
-            return sum(int(n) for n in pipe.execute()[: len(lookup_ids)])
+            return delete_indexed_records(self._redis, self._codec, index, lookup_ids)
+
+
+def delete_indexed_records(
+    client: redis.Redis, codec: SessionCodec, index: str, lookup_ids: list[str]
+) -> int:
+    """End the sessions ``lookup_ids`` of ``index``; returns how many records existed.
+
+    The records are in many hash slots (a cluster splits the pipeline between its nodes) and
+    none is atomic with the index. So every record is deleted before any index entry goes:
+    a failure part-way leaves sessions that are still indexed and can be ended again, never
+    a live session missing from its index. Only the entries read are removed (not the whole
+    index), so a session added meanwhile stays indexed.
+    """
+    pipe = client.pipeline(transaction=False)
+    for lookup_id in lookup_ids:
+        pipe.delete(codec.record_key_for(lookup_id))
+    existed = sum(int(n) for n in pipe.execute())
+    client.hdel(index, *lookup_ids)
+    publish_each(client, codec.invalidation_channel, lookup_ids)
+    return existed
 
 
 class AsyncSessionStore:
@@ -178,7 +202,8 @@ class AsyncSessionStore:
 
         Optimistic: WATCH the record, merge into what is there now, write only if nobody
         wrote in between (another provider's refresh, a logout) and never re-create a
-        session that was deleted meanwhile. Returns None when the session is gone.
+        session that was deleted meanwhile. Returns None when the session is gone. The
+        transaction touches the record's key alone, so it is valid on a cluster too.
         """
         key = self._codec.record_key(credential)
         with translate_redis_errors("storing refreshed tokens"):
@@ -214,6 +239,10 @@ class AsyncSessionStore:
         with translate_redis_errors("releasing a refresh lock"):
             await self._redis.eval(_DELETE_IF_OWNER, 1, lock_key, owner)
 
+    async def keep_current(self) -> None:
+        """Follow a new sentinel master, learn a cluster's layout (see redis_client)."""
+        await keep_current(self._redis)
+
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -241,7 +270,8 @@ def _raw(value: bytes | str) -> bytes:
 
 
 # Only the owner may extend or release a lock: after its lease ran out another process may
-# hold it, and deleting that one's lock would let a third refresh concurrently.
+# hold it, and deleting that one's lock would let a third refresh concurrently. Each script
+# touches its one KEYS[1] only (in the session's hash slot), as Redis Cluster requires.
 _EXTEND_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])

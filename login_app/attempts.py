@@ -106,6 +106,8 @@ class AttemptStore:
         return f"{self._prefix}login:{{{attempt_id}}}"
 
     def _state_key(self, state: str) -> str:
+        # Under the attempt's hash tag, like _key: save's pipeline and consume's GETDEL + GET
+        # go to one cluster node (each command is single-key; none needs to be atomic).
         digest = hashlib.sha256(state.encode()).hexdigest()
         return f"{self._prefix}login-state:{{{attempt_id_of(state)}}}:{digest}"
 

@@ -9,7 +9,9 @@ Keys, under the key prefix:
     device-start:{<client>}     flows a client started in the current window
 
 The user-code key cannot share the device's hash slot (the browser knows only the user
-code), so every multi-step update here touches one key at a time.
+code), so every multi-step update here touches one key at a time. Transactions ask for
+``transaction=True`` explicitly: a cluster client's pipeline is otherwise non-transactional
+and refuses WATCH.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from redis.typing import EncodableT, FieldT
 
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
-from gateway.redis_client import translate_redis_errors
+from gateway.redis_client import REDIS_FAILURES, translate_redis_errors
 from login_app.device_codes import (
     EXPIRED_GRACE_SECONDS,
     EXPIRES_IN_SECONDS,
@@ -198,7 +200,7 @@ class DeviceCodeStore:
         action: str,
     ) -> bool:
         key = self.record_key(device_id)
-        with translate_redis_errors(action), self._redis.pipeline() as pipe:
+        with translate_redis_errors(action), self._redis.pipeline(transaction=True) as pipe:
             for _ in range(TRANSACTION_TRIES):
                 try:
                     pipe.watch(key)
@@ -219,7 +221,10 @@ class DeviceCodeStore:
             return PollResult.INVALID_GRANT, None
         device_id = device_id_for(device_code)
         key = self.record_key(device_id)
-        with translate_redis_errors("polling a CLI login"), self._redis.pipeline() as pipe:
+        with (
+            translate_redis_errors("polling a CLI login"),
+            self._redis.pipeline(transaction=True) as pipe,
+        ):
             for _ in range(TRANSACTION_TRIES):
                 try:
                     pipe.watch(key)
@@ -256,7 +261,7 @@ class DeviceCodeStore:
         pipe.execute()
         try:
             self._redis.delete(self.user_code_key(record.user_code))
-        except redis.RedisError:
+        except REDIS_FAILURES:
             pass  # it expires with the code anyway; the token must not be lost over it
         try:
             credential = open_for_device(

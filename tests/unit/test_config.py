@@ -172,11 +172,6 @@ ROUTE = {"name": "extra", "prefix": "/extra/", "upstream": "http://backend.test"
                      id="identity-header-is-reserved"),
         pytest.param({"redis": {"url": "http://redis.test"}}, SECRETS, "redis.url",
                      id="redis-url-not-redis"),
-        pytest.param({"redis": {"mode": "sentinel", "sentinel": {
-            "master_name": "m", "sentinels": ["s:26379"]}}}, SECRETS, "redis",
-                     id="sentinel-mode-is-reserved"),
-        pytest.param({"redis": {"mode": "cluster"}}, SECRETS, "redis",
-                     id="cluster-mode-is-reserved"),
         pytest.param({"ext_authz": {"allowed_origins": ["https://app.test/path"]}}, SECRETS,
                      "ext_authz.allowed_origins", id="allowed-origin-with-path"),
         pytest.param({"envoy": {"listen_port": 70000}}, SECRETS, "envoy.listen_port",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import zlib
 
 import pytest
 
@@ -110,7 +111,12 @@ def test_the_record_key_names_the_hashed_id_in_a_cluster_hash_tag(
 
 
 def _seal_plaintext(codec: SessionCodec, credential: SessionCredential, plaintext: bytes) -> bytes:
-    """A record that authenticates but carries the given bytes (as a buggy writer might)."""
+    """A record that authenticates but carries the given bytes (as a buggy writer might),
+    marked as uncompressed unless ``raw`` bytes already carry an encoding marker."""
+    return _seal_raw(codec, credential, b"\x00" + plaintext)
+
+
+def _seal_raw(codec: SessionCodec, credential: SessionCredential, plaintext: bytes) -> bytes:
     cipher = codec._cipher  # the codec owns its cipher; the test needs the same one
     return cipher.seal(
         plaintext,
@@ -284,3 +290,30 @@ def test_touch_never_extends_beyond_absolute_expiry(
     assert new_ttl == expected
     if new_ttl is not None:
         assert new_ttl <= seconds_left * 1000
+
+
+@pytest.mark.parametrize(
+    "plaintext",
+    [
+        pytest.param(b"\x07" + _message(), id="unknown-encoding-marker"),
+        pytest.param(b"\x01" + b"not deflate at all", id="garbage-deflate"),
+        pytest.param(b"\x01" + zlib.compress(_message())[:-4], id="truncated-deflate"),
+        pytest.param(b"\x01" + zlib.compress(b"\x00" * (1 << 20)), id="deflate-bomb"),
+        pytest.param(b"", id="no-marker"),
+    ],
+)
+def test_a_record_whose_encoding_is_broken_is_refused(
+    codec: SessionCodec, credential: SessionCredential, plaintext: bytes
+) -> None:
+    with pytest.raises(SessionInvalid):
+        codec.decode(credential, _seal_raw(codec, credential, plaintext))
+
+
+def test_records_are_compressed_when_that_saves_space(
+    codec: SessionCodec, credential: SessionCredential
+) -> None:
+    jwt_like = "eyJhbGciOiJSUzI1NiJ9." + "eyJzdWIiOiJ1c2VyLTQyIiwiYXVkIjoiZ2F0ZXdheSJ9" * 20
+    session = Session(Identity("user-42"), 1, 2_000_000_000, {"p": TokenSet(jwt_like)})
+    sealed = codec.encode(credential, session)
+    assert len(sealed) < len(jwt_like)
+    assert codec.decode(credential, sealed) == session
