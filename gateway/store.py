@@ -78,6 +78,21 @@ class SessionStore:
                 pipe.pexpire(index, index_ttl)
             pipe.execute()
             publish_each(self._redis, self._codec.invalidation_channel, [credential.lookup_id])
+            for index in self._index_keys(session):
+                self._prune(index, now)
+
+    def _prune(self, index: str, now: float) -> None:
+        """Drop entries of sessions past their absolute expiry: each save re-arms the
+        index's TTL, so without this an active user's index would only ever grow."""
+        expired = []
+        for lookup_id, entry in self._redis.hgetall(index).items():  # type: ignore[union-attr]
+            try:
+                if json.loads(entry)["expires_at"] <= now:
+                    expired.append(lookup_id)
+            except (ValueError, KeyError, TypeError):
+                expired.append(lookup_id)  # a damaged entry helps nobody
+        if expired:
+            self._redis.hdel(index, *expired)
 
     def _index_keys(self, session: Session) -> list[str]:
         keys = [self._codec.user_index_key(session.identity.subject)]

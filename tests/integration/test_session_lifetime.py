@@ -117,3 +117,14 @@ def test_operators_list_and_revoke_sessions_and_every_replica_honours_it(stack):
     assert status(stack, carol) == 200
     assert gateway_cli(stack, "sessions", "revoke", "--user", "bob").returncode == 5
     assert gateway_cli(stack, "sessions", "revoke", "--session", "nope").returncode == 2
+
+
+def test_a_users_index_forgets_sessions_past_their_lifetime(stack):
+    from gateway.session_factory import session_codec
+
+    for _ in range(3):
+        stack.create_session("dave", tokens={"primary": "tok"}, lifetime=1)
+    time.sleep(1.2)
+    stack.create_session("dave", tokens={"primary": "tok"}, lifetime=60)
+    index = session_codec(stack.config).user_index_key("dave")
+    assert sync_client(stack.config.redis).hlen(index) == 1

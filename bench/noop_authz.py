@@ -1,0 +1,52 @@
+"""A do-nothing ext_authz server: every Check answered OK at once, on the gateway's grpcio.
+
+The floor for (f): what grpc.aio itself costs per Check on this machine, with no decision,
+no Redis and no logging. ``python -m bench.noop_authz --listen 127.0.0.1:PORT``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
+from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
+from google.rpc import code_pb2, status_pb2
+
+_ALLOW = auth_pb2.CheckResponse(
+    status=status_pb2.Status(code=code_pb2.OK), ok_response=auth_pb2.OkHttpResponse()
+)
+
+
+class NoopAuthorization(auth_grpc.AuthorizationServicer):
+    async def Check(  # noqa: N802  (the name is gRPC's)
+        self, request: auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CheckResponse:
+        return _ALLOW
+
+
+async def serve(listen: str) -> None:
+    """Serve until SIGTERM or SIGINT; same server options as the gateway's ext_authz."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    auth_grpc.add_AuthorizationServicer_to_server(NoopAuthorization(), server)
+    if server.add_insecure_port(listen) == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    await server.stop(1.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", required=True, help="host:port")
+    asyncio.run(serve(parser.parse_args(argv).listen))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The processes one benchmark run starts; each logs into the run's work directory."""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devtools.processes import ManagedProcess, find_binary, port_open
+
+
+def _started(stack: ExitStack, process: ManagedProcess, ready: Any, timeout: float = 30) -> None:
+    process.start(ready, timeout=timeout)
+    stack.callback(process.stop)
+
+
+def start_envoy(
+    stack: ExitStack, name: str, bootstrap: dict[str, Any], workdir: Path, concurrency: int = 1
+) -> ManagedProcess:
+    """Envoy on ``bootstrap`` with ``concurrency`` workers; ready once its listener accepts."""
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(bootstrap, sort_keys=False, width=1000))
+    port = bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]
+    admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
+    argv = [
+        find_binary("envoy"), "-c", str(path), "--disable-hot-restart",
+        "--concurrency", str(concurrency), "--log-level", "warning",
+    ]  # fmt: skip
+    process = ManagedProcess(name, argv, log_dir=workdir)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=0.5) as reply:
+                return bool(reply.status == 200 and port_open(port["port_value"]))
+        except OSError:
+            return False
+
+    _started(stack, process, ready)
+    return process
+
+
+def start_redis(
+    stack: ExitStack, port: int, workdir: Path, name: str = "redis-server"
+) -> ManagedProcess:
+    argv = [
+        find_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--dir", str(workdir),
+    ]  # fmt: skip
+    process = ManagedProcess(name, argv, log_dir=workdir)
+    _started(stack, process, lambda: port_open(port))
+    return process
+
+
+def start_python_server(
+    stack: ExitStack,
+    name: str,
+    module_argv: list[str],
+    port: int,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """``python -m ...`` on this interpreter (the real ext_authz, or the do-nothing one)."""
+    process = ManagedProcess(name, [sys.executable, "-m", *module_argv], env=env, log_dir=workdir)
+    _started(stack, process, lambda: port_open(port))
+    return process
+
+
+def memory_of(pid: int) -> dict[str, float]:
+    """Resident memory (VmRSS) and its peak (VmHWM) of a process, in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = round(int(value.split()[0]) / 1024, 1)  # the kernel says kB
+    return {"rss_mib": fields["VmRSS"], "peak_rss_mib": fields["VmHWM"]}
