@@ -9,7 +9,6 @@ from ext_authz.decision import Decider
 from ext_authz.refresh import Refresher
 from ext_authz.session_cache import CachedSessions, SessionCache
 from gateway.config import GatewayConfig
-from gateway.providers import ProviderClient
 from gateway.redis_client import async_subscriber_client
 from gateway.session_factory import async_store, session_codec
 from gateway.sessions import SessionCodec
@@ -32,8 +31,7 @@ def decision_parts(
     config: GatewayConfig, store: AsyncSessionStore, codec: SessionCodec
 ) -> tuple[Decider, Refresher]:
     """What a config reload replaces: routes and policy, providers for refresh."""
-    callback = f"{config.public_url}{config.login_app.path_prefix}/callback"
-    providers = {p.id: ProviderClient(p, callback) for p in config.providers}
+    providers = {p.id: p for p in config.providers}
     return Decider(config), Refresher(store, codec, providers, config.tokens)
 
 

@@ -16,24 +16,15 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.decision import Allow, Decision, Deny
-from ext_authz.metrics import CHECK_SECONDS, DECISIONS
+from ext_authz.decision import Allow, Decision
+from ext_authz.reporting import INTERNAL_ERROR, record_decision
 from ext_authz.request import CheckRequest
-from gateway.logs import FastLine
 
 logger = logging.getLogger("ext_authz.check")
-_decision_line = FastLine("ext_authz.check")
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
 _DENIED_STATUS = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
-INTERNAL_ERROR = Deny(
-    None,
-    "internal_error",
-    503,
-    (("content-type", "application/json"), ("cache-control", "no-store")),
-    '{"error": "unavailable", "reason": "internal_error", "message": "Try again shortly."}',
-)
 
 
 def _header_options(headers: tuple[tuple[str, str], ...]) -> list[base_pb2.HeaderValueOption]:
@@ -92,24 +83,3 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
             decision = INTERNAL_ERROR
         record_decision(check, decision, time.perf_counter() - started, "grpc")
         return to_check_response(decision)
-
-
-def record_decision(
-    check: CheckRequest, decision: Decision, seconds: float, transport: str
-) -> None:
-    """Metrics and one JSON log line per decision: request id, route, outcome, latency;
-    never a credential."""
-    allowed = isinstance(decision, Allow)
-    CHECK_SECONDS.labels(transport).observe(seconds)
-    DECISIONS.labels(decision.route or "-", "allow" if allowed else "deny", decision.reason).inc()
-    _decision_line(
-        "check",
-        {
-            "request_id": check.header("x-request-id"),
-            "route": decision.route,
-            "decision": "allow" if allowed else "deny",
-            "reason": decision.reason,
-            "status": 200 if isinstance(decision, Allow) else decision.status,
-            "latency_ms": round(seconds * 1000, 3),
-        },
-    )

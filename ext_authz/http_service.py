@@ -14,12 +14,13 @@ prefix, which is how Envoy itself chose the route.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision
-from ext_authz.grpc_service import INTERNAL_ERROR, record_decision
+from ext_authz.reporting import INTERNAL_ERROR, record_decision
 from ext_authz.request import CheckRequest
 
 logger = logging.getLogger(__name__)
@@ -142,10 +143,24 @@ class CheckConnection(asyncio.Protocol):
         return decision
 
 
+class HttpTransport:
+    def __init__(self, server: asyncio.base_events.Server, address: str) -> None:
+        self._server = server
+        self.address = address
+
+    def set_serving(self, serving: bool) -> None:
+        pass  # /healthz asks the running server each time
+
+    async def stop(self, grace: float) -> None:
+        self._server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), grace)
+
+
 async def start_http_server(
     authorizer: Authorizer, listen: str, serving: Callable[[], bool]
-) -> tuple[asyncio.base_events.Server, str]:
-    """Serve on ``host:port`` (port 0 allowed) or ``unix:/path``; returns (server, address)."""
+) -> HttpTransport:
+    """Serve on ``host:port`` (port 0 allowed) or ``unix:/path``."""
     loop = asyncio.get_running_loop()
 
     def factory() -> CheckConnection:
@@ -154,8 +169,8 @@ async def start_http_server(
     if listen.startswith("unix:"):
         path = listen.removeprefix("unix:")
         server = await loop.create_unix_server(factory, path)
-        return server, f"unix:{path}"
+        return HttpTransport(server, f"unix:{path}")
     host, _, port = listen.rpartition(":")
     server = await loop.create_server(factory, host, int(port), reuse_address=True)
     bound = server.sockets[0].getsockname()[1]
-    return server, f"{host}:{bound}"
+    return HttpTransport(server, f"{host}:{bound}")

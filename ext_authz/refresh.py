@@ -25,14 +25,17 @@ import logging
 import secrets
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ext_authz.metrics import REFRESHES
-from gateway.config import TokenSettings
+from gateway.config import Provider, TokenSettings
 from gateway.credentials import SessionCredential
 from gateway.errors import ProviderRejected, ProviderUnavailable, StoreUnavailable
-from gateway.providers import ProviderClient
 from gateway.sessions import Session, SessionCodec
 from gateway.store import AsyncSessionStore
+
+if TYPE_CHECKING:
+    from gateway.providers import ProviderClient
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +59,13 @@ class Refresher:
         self,
         store: AsyncSessionStore,
         codec: SessionCodec,
-        providers: dict[str, ProviderClient],
+        providers: dict[str, Provider],
         settings: TokenSettings,
     ) -> None:
         self._store = store
         self._codec = codec
         self._providers = providers
+        self._clients: dict[str, ProviderClient] = {}
         self._settings = settings
         self._lease_ms = int(settings.refresh_lock_lease * 1000)
         self._in_flight: dict[tuple[str, str], asyncio.Task[Session]] = {}
@@ -147,7 +151,7 @@ class Refresher:
         if not self.needs_refresh(current, provider_id, time.time()):
             return current
         tokens = current.tokens[provider_id]
-        client = self._providers[provider_id]
+        client = self._client(provider_id)
         try:
             # requests is blocking; a refresh is rare enough for a worker thread.
             fresh = await asyncio.to_thread(client.refresh, tokens, time.time())
@@ -171,6 +175,17 @@ class Refresher:
         logger.info("token refresh", extra={"provider": provider_id, "outcome": outcome})
         REFRESHES.labels(provider_id, outcome).inc()
         return updated
+
+    def _client(self, provider_id: str) -> ProviderClient:
+        """The provider's client, built at its first refresh: the OAuth libraries it needs
+        (Authlib, requests) cost a worker ~15 MB, which workers that never refresh keep."""
+        client = self._clients.get(provider_id)
+        if client is None:
+            from gateway.providers import ProviderClient
+
+            client = ProviderClient(self._providers[provider_id], redirect_uri="")
+            self._clients[provider_id] = client
+        return client
 
 
 def _consume_exception(task: asyncio.Task[Session]) -> None:

@@ -1,0 +1,41 @@
+"""What every transport does with a decision: count it, log it; and the answer given when
+deciding failed."""
+
+from __future__ import annotations
+
+from ext_authz.decision import Allow, Decision, Deny
+from ext_authz.metrics import CHECK_SECONDS, DECISIONS
+from ext_authz.request import CheckRequest
+from gateway.logs import FastLine
+
+_decision_line = FastLine("ext_authz.check")
+
+# A bug must not open the gate: an unexpected error is answered like an outage.
+INTERNAL_ERROR = Deny(
+    None,
+    "internal_error",
+    503,
+    (("content-type", "application/json"), ("cache-control", "no-store")),
+    '{"error": "unavailable", "reason": "internal_error", "message": "Try again shortly."}',
+)
+
+
+def record_decision(
+    check: CheckRequest, decision: Decision, seconds: float, transport: str
+) -> None:
+    """Metrics and one JSON log line per decision: request id, route, outcome, latency;
+    never a credential."""
+    allowed = isinstance(decision, Allow)
+    CHECK_SECONDS.labels(transport).observe(seconds)
+    DECISIONS.labels(decision.route or "-", "allow" if allowed else "deny", decision.reason).inc()
+    _decision_line(
+        "check",
+        {
+            "request_id": check.header("x-request-id"),
+            "route": decision.route,
+            "decision": "allow" if allowed else "deny",
+            "reason": decision.reason,
+            "status": 200 if isinstance(decision, Allow) else decision.status,
+            "latency_ms": round(seconds * 1000, 3),
+        },
+    )
