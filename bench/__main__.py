@@ -6,6 +6,7 @@ Exit codes: 0 every available scenario measured, 1 some scenario failed, 2 usage
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -34,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         help="ext_authz's log_level (info, the default config, logs one line per check)",
     )
+    parser.add_argument(
+        "--authz-workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="ext_authz worker processes for (d) and (e) (default: one per CPU)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="report directory")
     return parser
 
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         sessions=args.sessions if args.sessions is not None else (1000 if quick else 100_000),
         authz_log_level=args.authz_log_level,
+        authz_workers=args.authz_workers,
     )
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:

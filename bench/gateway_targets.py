@@ -20,7 +20,7 @@ from bench.errors import BenchError
 from bench.gateway_setup import populate_sessions, session_memory
 from bench.measure import LoadSettings, max_throughput, verify
 from bench.scenarios import Lab
-from bench.servers import memory_of
+from bench.servers import worker_memory
 from gateway.session_factory import sync_store
 
 RSS_LIMIT_MIB = 80
@@ -41,7 +41,7 @@ def gateway_targets(
         except (BenchError, RuntimeError, OSError) as exc:
             log(f"many-sessions comparison failed: {exc}")
             targets["many_sessions"] = {"error": str(exc)[:2000]}
-    targets["final_memory"] = memory_of(lab.ext_authz[0].pid)
+    targets["final_memory"] = worker_memory(lab.ext_authz[0].pid)
     return targets
 
 

@@ -71,7 +71,8 @@ def _settings_line(report: dict[str, Any]) -> list[str]:
     ext_authz = settings["ext_authz"]
     return [
         "",
-        f"Gateway as configured by default: ext_authz workers {ext_authz.get('workers', 1)}, "
+        f"Gateway as configured by default but for ext_authz workers "
+        f"{ext_authz.get('workers', 1)} (one per CPU; f rows hit one worker), "
         f"log_level {settings['log_level']}, "
         f"session_cache_ttl {ext_authz.get('session_cache_ttl', 'n/a')} s; "
         "f-noop is grpc.aio alone. Ratios of f rows compare a Check with a whole request.",

@@ -18,7 +18,7 @@ from bench.errors import BenchError
 from bench.gateway_targets import gateway_targets
 from bench.measure import LoadSettings, Target, fixed_rate_latency, max_throughput, verify
 from bench.scenarios import RATE_REFERENCE, SCENARIOS, Lab, Scenario
-from bench.servers import memory_of
+from bench.servers import worker_memory
 
 MANY_SESSIONS_ROUNDS = 3
 T = TypeVar("T")
@@ -34,6 +34,7 @@ class RunOptions:
     rate: float | None
     sessions: int
     authz_log_level: str
+    authz_workers: int = 1
 
 
 def log(message: str) -> None:
@@ -65,7 +66,7 @@ def run(options: RunOptions) -> dict[str, Any]:
             duration=options.duration, warmup=options.warmup, latency_duration=options.duration,
             connections=options.connections, threads=options.threads, workdir=workdir,
         )  # fmt: skip
-        lab = Lab(stack, workdir, options.authz_log_level)
+        lab = Lab(stack, workdir, options.authz_log_level, options.authz_workers)
         targets: dict[str, Target] = {}
         for scenario in chosen:
             if scenario.start is not None:
@@ -85,9 +86,11 @@ def run(options: RunOptions) -> dict[str, Any]:
             if key in ("d", "f-gateway") and "ext_authz_memory" not in report:
                 at_start = lab.ext_authz_memory_at_start["rss_mib"]
                 memory = {"after": key, "at_start_rss_mib": at_start}
-                report["ext_authz_memory"] = {**memory, **memory_of(lab.ext_authz[0].pid)}
+                per_worker = worker_memory(lab.ext_authz[0].pid)
+                report["ext_authz_memory"] = {**memory, **per_worker}
         if "gateway" in lab.__dict__:
             settings = lab.gateway.ext_authz.model_dump(mode="json")
+            settings["workers"] = lab.authz_workers  # given on the command line, as operators do
             report["gateway_settings"] = {"log_level": lab.gateway.log_level, "ext_authz": settings}
         if "ext_authz" in lab.__dict__:  # the real ext_authz ran: the gateway's own targets
             rounds = 1 if options.duration <= 1 else MANY_SESSIONS_ROUNDS

@@ -21,7 +21,13 @@ from bench import envoy_configs, tokens
 from bench.check_frames import check_request
 from bench.gateway_setup import ROUTE_NAME, ROUTE_PATH, BenchSession, create_session, gateway_config
 from bench.measure import GrpcTarget, HttpTarget, Target
-from bench.servers import memory_of, start_envoy, start_python_server, start_redis
+from bench.servers import (
+    consecutive_free_ports,
+    start_envoy,
+    start_python_server,
+    start_redis,
+    worker_memory,
+)
 from devtools.processes import ManagedProcess, free_port
 from gateway.config import GatewayConfig
 from gateway.envoy_config import render_envoy_config
@@ -30,10 +36,14 @@ from gateway.envoy_config import render_envoy_config
 class Lab:
     """The processes and data of one run, each started the first time a scenario needs it."""
 
-    def __init__(self, stack: ExitStack, workdir: Path, authz_log_level: str) -> None:
+    def __init__(
+        self, stack: ExitStack, workdir: Path, authz_log_level: str, authz_workers: int = 1
+    ) -> None:
         self.stack = stack
         self.workdir = workdir
         self.authz_log_level = authz_log_level
+        self.authz_workers = authz_workers
+        self.endpoints: dict[str, list[str]] = {}  # first worker's address -> every worker's
         self.secret = secrets.token_urlsafe(48)
         self.ext_authz_memory_at_start: dict[str, float] = {}
 
@@ -65,8 +75,8 @@ class Lab:
     def ext_authz(self) -> tuple[ManagedProcess, str]:
         """The real server for :attr:`gateway`, and its address."""
         self.gateway  # noqa: B018  (writes the config file it reads)
-        process, address = self.start_ext_authz("gateway")
-        self.ext_authz_memory_at_start = memory_of(process.pid)
+        process, address = self.start_ext_authz("gateway", self.authz_workers)
+        self.ext_authz_memory_at_start = worker_memory(process.pid)
         return process, address
 
     def gateway_variant(
@@ -80,16 +90,19 @@ class Lab:
             admin_port=free_port(), log_level=self.authz_log_level, ext_authz=ext_authz,
         )  # fmt: skip
 
-    def start_ext_authz(self, name: str) -> tuple[ManagedProcess, str]:
-        """``python -m ext_authz --config <name>.yaml --listen ...``, and its address."""
-        port = free_port()
+    def start_ext_authz(self, name: str, workers: int = 1) -> tuple[ManagedProcess, str]:
+        """``python -m ext_authz --config <name>.yaml --listen ... --workers N``, and the first
+        worker's address (all of them in :attr:`endpoints`)."""
+        port = consecutive_free_ports(workers)
         argv = ["ext_authz", "--config", str(self.workdir / f"{name}.yaml")]
-        argv += ["--listen", f"127.0.0.1:{port}"]
+        argv += ["--listen", f"127.0.0.1:{port}", "--workers", str(workers)]
         env = {"GATEWAY_SECRET_KEYS": self.secret}
         process = start_python_server(
-            self.stack, f"ext-authz-{name}", argv, port, self.workdir, env
+            self.stack, f"ext-authz-{name}", argv, port + workers - 1, self.workdir, env
         )
-        return process, f"127.0.0.1:{port}"
+        address = f"127.0.0.1:{port}"
+        self.endpoints[address] = [f"127.0.0.1:{port + i}" for i in range(workers)]
+        return process, address
 
     def another_redis(self, name: str) -> str:
         port = free_port()
@@ -141,7 +154,8 @@ def _native_jwt(lab: Lab) -> Target:
 
 def _gateway_front(lab: Lab, key: str, config: GatewayConfig, ext_authz: str) -> Target:
     """The gateway's own Envoy (``render_envoy_config``) in front of ``ext_authz``."""
-    bootstrap = render_envoy_config(config, ext_authz_endpoints=[ext_authz])
+    endpoints = lab.endpoints.get(ext_authz, [ext_authz])
+    bootstrap = render_envoy_config(config, ext_authz_endpoints=endpoints)
     start_envoy(lab.stack, f"envoy-{key}", bootstrap, lab.workdir)
     return HttpTarget(
         f"http://127.0.0.1:{config.envoy.listen_port}{ROUTE_PATH}",
@@ -161,7 +175,7 @@ def _gateway_grpc(lab: Lab) -> Target:
 
 def _gateway_http(lab: Lab) -> Target:
     config = lab.gateway_variant("gateway-http", transport="http")
-    _, address = lab.start_ext_authz("gateway-http")
+    _, address = lab.start_ext_authz("gateway-http", lab.authz_workers)
     return _gateway_front(lab, "e", config, address)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from devtools.processes import ManagedProcess, find_binary, port_open
+from devtools.processes import ManagedProcess, find_binary, free_port, port_open
 
 
 def _started(stack: ExitStack, process: ManagedProcess, ready: Any, timeout: float = 30) -> None:
@@ -67,6 +67,25 @@ def start_python_server(
     process = ManagedProcess(name, [sys.executable, "-m", *module_argv], env=env, log_dir=workdir)
     _started(stack, process, lambda: port_open(port))
     return process
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now (workers listen on port+i)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count <= 65535 and all(not port_open(first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def worker_memory(pid: int) -> dict[str, float]:
+    """The largest resident memory among a supervisor's worker processes (or of the process
+    itself when it has none): the issue's target is per worker."""
+    children_file = Path(f"/proc/{pid}/task/{pid}/children")
+    children = [int(c) for c in children_file.read_text().split()] if children_file.exists() else []
+    measured = [memory_of(child) for child in children] or [memory_of(pid)]
+    largest = max(measured, key=lambda m: m.get("VmRSS_mib", m.get("rss_mib", 0.0)))
+    return {**largest, "workers": float(len(children) or 1)}
 
 
 def memory_of(pid: int) -> dict[str, float]:

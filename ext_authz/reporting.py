@@ -9,6 +9,14 @@ from ext_authz.request import CheckRequest
 from gateway.logs import FastLine
 
 _decision_line = FastLine("ext_authz.check")
+_logged = {"allow": False, "deny": True}
+
+
+def log_decisions(which: str) -> None:
+    """Set from ``ext_authz.decision_log`` at start: all, denied or none."""
+    _logged["allow"] = which == "all"
+    _logged["deny"] = which in ("all", "denied")
+
 
 # A bug must not open the gate: an unexpected error is answered like an outage.
 INTERNAL_ERROR = Deny(
@@ -26,14 +34,17 @@ def record_decision(
     """Metrics and one JSON log line per decision: request id, route, outcome, latency;
     never a credential."""
     allowed = isinstance(decision, Allow)
+    outcome = "allow" if allowed else "deny"
     CHECK_SECONDS.labels(transport).observe(seconds)
-    DECISIONS.labels(decision.route or "-", "allow" if allowed else "deny", decision.reason).inc()
+    DECISIONS.labels(decision.route or "-", outcome, decision.reason).inc()
+    if not _logged[outcome]:
+        return
     _decision_line(
         "check",
         {
             "request_id": check.header("x-request-id"),
             "route": decision.route,
-            "decision": "allow" if allowed else "deny",
+            "decision": outcome,
             "reason": decision.reason,
             "status": 200 if isinstance(decision, Allow) else decision.status,
             "latency_ms": round(seconds * 1000, 3),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ext_authz.components import Components, build_components, decision_parts
+from ext_authz.reporting import log_decisions
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.metrics import serve_metrics
@@ -81,6 +82,7 @@ def _unlink_stale_socket(listen: str) -> None:
 async def start_server(config: GatewayConfig, listen: str | None = None) -> RunningServer:
     """Build the services from ``config`` and start serving on ``listen`` (port 0 allowed)."""
     listen = listen or config.ext_authz.listen
+    log_decisions(config.ext_authz.decision_log)
     _unlink_stale_socket(listen)
     components = build_components(config)
     running = RunningServer(components)
@@ -114,6 +116,7 @@ def reload(running: RunningServer, current: GatewayConfig, load: ConfigLoader) -
     decider, refresher = decision_parts(fresh, components.store, components.codec)
     components.authorizer.reconfigure(decider, refresher)
     logging.getLogger().setLevel(fresh.log_level.upper())
+    log_decisions(fresh.ext_authz.decision_log)
     logger.info("configuration reloaded", extra={"routes": len(fresh.routes)})
     return fresh
 

@@ -327,6 +327,11 @@ class ExtAuthzSettings(_Model):
     max_cookie_header_bytes: int = Field(
         8192, gt=0, description="A larger Cookie header is refused as a malformed credential."
     )
+    decision_log: Literal["all", "denied", "none"] = Field(
+        "denied",
+        description="Which decisions get a JSON log line: all, only denials (the default; "
+        "Envoy's access log already records every request with its request id), or none.",
+    )
     session_cache_ttl: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = Field(
         2.0,
         description="How long a worker may answer from its in-memory copy of a session; "

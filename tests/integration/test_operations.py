@@ -100,7 +100,8 @@ def test_logs_of_a_full_login_and_requests_contain_no_secret(stack):
         "login_app": stack.login_app.output() if stack.login_app else "",
         "envoy": stack.envoy.output(),
     }
-    assert '"message": "check"' in logs["ext_authz"]  # the decisions were logged
+    assert '"decision": "deny"' in logs["ext_authz"]  # denials are logged by default;
+    assert '"decision": "allow"' not in logs["ext_authz"]  # allows are in Envoy's access log
     for component, text in logs.items():
         for secret in secrets:
             assert secret not in text, f"a secret appears in {component}'s log"

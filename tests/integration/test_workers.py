@@ -36,7 +36,9 @@ def supervised(request, tmp_path: Path, redis_server: RedisServer, echo_backend:
     first = free_port()
     while not all(not port_open(first + i) for i in range(WORKERS)):
         first = free_port()
-    raw["ext_authz"].update(listen=f"127.0.0.1:{first}", workers=WORKERS, transport=request.param)
+    raw["ext_authz"].update(
+        listen=f"127.0.0.1:{first}", workers=WORKERS, transport=request.param, decision_log="all"
+    )
     config_path = write_config(tmp_path / "gateway.yaml", raw)
     config = load_config(config_path, gateway_env())
     authz = ManagedProcess(
