@@ -85,7 +85,8 @@ def _http_url(value: str, *, allow_path: bool) -> str:
     return value.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (where plain http is acceptable)."""
     if host == "localhost":
         return True
     try:
@@ -466,7 +467,7 @@ class Provider(_Model):
         if value is None:
             return None
         url = _http_url(value, allow_path=True)
-        if url.startswith("http://") and not _is_loopback(urlsplit(url).hostname or ""):
+        if url.startswith("http://") and not is_loopback(urlsplit(url).hostname or ""):
             raise ValueError("must use https (plain http is only allowed on loopback)")
         # The issuer is compared byte for byte with ID tokens' `iss`: keep it exactly.
         return value if info.field_name == "issuer" else url

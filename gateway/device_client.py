@@ -9,7 +9,6 @@ carrying the RFC 8628 error code (``access_denied``, ``expired_token``, ...) or 
 
 from __future__ import annotations
 
-import ipaddress
 import time
 import webbrowser
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from gateway.config import is_loopback
 from gateway.credentials import looks_like_credential
 from gateway.errors import GatewayError
 
@@ -90,19 +90,10 @@ def _checked_base_url(public_url: str) -> str:
     parts = urlsplit(public_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DeviceLoginError("insecure_url", f"{public_url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         # The reply carries a bearer credential: never over plain http beyond this machine.
         raise DeviceLoginError("insecure_url", f"{public_url!r} must use https")
     return public_url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _authorization(body: dict[str, Any]) -> DeviceAuthorization:

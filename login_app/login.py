@@ -26,7 +26,6 @@ from gateway.store import new_session_times
 from login_app.attempts import LoginAttempt, binding_bytes, new_binding
 from login_app.cookies import (
     binding_cookie_name,
-    request_credential,
     set_binding_cookie,
     set_session_cookie,
 )
@@ -40,7 +39,7 @@ from login_app.errors import (
 )
 from login_app.metrics import LOGINS
 from login_app.redirects import safe_redirect_target
-from login_app.services import Services, parse_credential, services
+from login_app.services import Services, parse_credential, request_session, services
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("login", __name__)
@@ -66,22 +65,12 @@ def redirect_target(svc: Services, value: str | None) -> str:
     )
 
 
-def _current_session(svc: Services) -> tuple[SessionCredential | None, Session | None]:
-    credential = request_credential(request, svc.config)
-    if credential is None:
-        return None, None
-    try:
-        return credential, svc.sessions.load(credential)
-    except SessionInvalid:
-        return None, None
-
-
 @blueprint.get("/login")
 def login() -> Response:
     svc = services()
     target = redirect_target(svc, request.args.get("redirect_url"))
     now = time.time()
-    credential, existing = _current_session(svc)
+    credential, existing = request_session(svc)
     sequence = svc.login_sequence
     if not sequence:
         raise LoginError("no provider is configured for login")

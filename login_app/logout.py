@@ -9,13 +9,13 @@ from urllib.parse import urlencode
 from flask import Blueprint, jsonify, redirect, render_template, request
 from werkzeug.wrappers import Response
 
-from gateway.errors import ProviderFailure, ProviderUnavailable, SessionInvalid, TokenInvalid
+from gateway.errors import ProviderFailure, ProviderUnavailable, TokenInvalid
 from gateway.redis_client import translate_redis_errors
 from gateway.sessions import Session
-from login_app.cookies import expire_session_cookie, request_credential
+from login_app.cookies import expire_session_cookie
 from login_app.login import redirect_target
 from login_app.metrics import LOGOUTS
-from login_app.services import Services, services
+from login_app.services import Services, request_session, services
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("logout", __name__)
@@ -41,13 +41,8 @@ def _revoke_all(svc: Services, session: Session) -> dict[str, bool]:
 def logout() -> Response:
     svc = services()
     target = redirect_target(svc, request.values.get("redirect_url"))
-    credential = request_credential(request, svc.config)
-    session = None
+    credential, session = request_session(svc)
     if credential is not None:
-        try:
-            session = svc.sessions.load(credential)
-        except SessionInvalid:
-            session = None
         # Delete first: even if a provider is unreachable below, the gateway session is over.
         svc.sessions.delete(credential, session)
     revoked = _revoke_all(svc, session) if session else {}
@@ -135,13 +130,7 @@ def backchannel_logout() -> tuple[Response, int]:
 def user() -> tuple[Response, int]:
     """The logged-in user's profile as JSON; never a token."""
     svc = services()
-    credential = request_credential(request, svc.config)
-    session = None
-    if credential is not None:
-        try:
-            session = svc.sessions.load(credential)
-        except SessionInvalid:
-            session = None
+    credential, session = request_session(svc)
     if session is None:
         return jsonify(error="unauthorized", login_url=svc.url("/login")), 401
     identity = session.identity

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 
 from gateway.config import GatewayConfig
 from gateway.credentials import SessionCredential
 from gateway.crypto import RecordCipher
-from gateway.errors import CredentialError
+from gateway.errors import CredentialError, SessionInvalid
 from gateway.providers import ProviderClient
 from gateway.redis_client import sync_client
 from gateway.session_factory import session_codec
+from gateway.sessions import Session
 from gateway.store import SessionStore
 from login_app.attempts import AttemptStore
 
@@ -71,3 +72,17 @@ def parse_credential(text: str | None) -> SessionCredential | None:
         return SessionCredential.parse(text)
     except CredentialError:
         return None
+
+
+def request_session(svc: Services) -> tuple[SessionCredential | None, Session | None]:
+    """The credential the request carries (even when its session is gone or unreadable)
+    and its live session, if any."""
+    from login_app.cookies import request_credential  # cookies imports this module
+
+    credential = request_credential(request, svc.config)
+    if credential is None:
+        return None, None
+    try:
+        return credential, svc.sessions.load(credential)
+    except SessionInvalid:
+        return credential, None
