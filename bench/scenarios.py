@@ -185,11 +185,16 @@ def _check_gateway(lab: Lab) -> Target:
     return lab.check_target(address, expect, "check-gateway")
 
 
-def _check_noop(lab: Lab) -> Target:
+def _check_noop(lab: Lab, *, sync: bool = False) -> Target:
     port = free_port()
-    argv = ["bench.noop_authz", "--listen", f"127.0.0.1:{port}"]
-    start_python_server(lab.stack, "noop-authz", argv, port, lab.workdir)
-    return lab.check_target(f"127.0.0.1:{port}", {}, "check-noop")
+    argv = ["bench.noop_authz", "--listen", f"127.0.0.1:{port}", *(["--sync"] if sync else [])]
+    name = "noop-authz-sync" if sync else "noop-authz"
+    start_python_server(lab.stack, name, argv, port, lab.workdir)
+    return lab.check_target(f"127.0.0.1:{port}", {}, f"check-{name}")
+
+
+def _check_noop_sync(lab: Lab) -> Target:
+    return _check_noop(lab, sync=True)
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,11 @@ SCENARIOS = (
     Scenario(
         "f-noop", "Check alone: do-nothing servicer",
         "gRPC Check (h2c) to a grpc.aio servicer that returns OK at once", _check_noop,
+    ),
+    Scenario(
+        "f-noop-sync", "Check alone: do-nothing sync servicer",
+        "as f-noop on grpcio's thread-pool server (grpc.server): sync vs aio, measured",
+        _check_noop_sync,
     ),
 )  # fmt: skip
 
