@@ -30,7 +30,7 @@ from ext_authz.request import (
     read_credential,
     request_origin,
 )
-from gateway.config import GatewayConfig, Route, TokenFormat
+from gateway.config import LOGIN_BINDING_COOKIE, GatewayConfig, Route, TokenFormat
 from gateway.credentials import looks_like_credential
 from gateway.errors import CredentialError
 from gateway.sessions import Identity, Session, TokenSet
@@ -115,7 +115,15 @@ class Decider:
         # Only the real name is read: on https that is the __Host- one, which no sibling host
         # or plain-http reply can plant. Both spellings are stripped before the backend.
         self._credential_cookie = frozenset({config.cookie_name})
-        self._cookie_names = frozenset({config.cookie_name, config.session.cookie_name})
+        self._cookie_names = frozenset(
+            {
+                config.cookie_name,
+                config.session.cookie_name,
+                # The login app's binding cookie is ours too: no backend needs to see it.
+                LOGIN_BINDING_COOKIE,
+                "__Host-" + LOGIN_BINDING_COOKIE,
+            }
+        )
         self._max_cookie_bytes = config.ext_authz.max_cookie_header_bytes
         self._managed = config.managed_headers()
         self._identity_names = config.identity_headers.names()

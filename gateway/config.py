@@ -48,6 +48,8 @@ _RESERVED_HEADERS = frozenset(
     {"host", "cookie", "content-length", "transfer-encoding", "connection", "upgrade", "te"}
 )
 MIN_SECRET_LENGTH = 32
+# The login app's cookie binding a login attempt to the browser (``__Host-`` on https).
+LOGIN_BINDING_COOKIE = "gateway_login"
 MAX_DURATION_SECONDS = 10 * 366 * 86400.0
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from flask import Request
 from werkzeug.wrappers import Response
 
-from gateway.config import GatewayConfig
+from gateway.config import LOGIN_BINDING_COOKIE, GatewayConfig
 from gateway.credentials import SessionCredential
 from login_app.attempts import ATTEMPT_TTL_SECONDS
 from login_app.services import parse_credential
 
 
 def binding_cookie_name(config: GatewayConfig) -> str:
-    return ("__Host-" if config.secure_cookies else "") + "gateway_login"
+    return ("__Host-" if config.secure_cookies else "") + LOGIN_BINDING_COOKIE
 
 
 def _set(response: Response, config: GatewayConfig, name: str, value: str, max_age: int) -> None:

@@ -985,3 +985,13 @@ def test_a_cookie_websocket_handshake_must_come_from_an_allowed_origin(
         assert isinstance(step, SessionNeeded)
     else:
         assert body_of(denied(step, 403))["reason"] == "csrf"
+
+
+def test_the_login_apps_binding_cookie_never_reaches_a_backend(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    request = CheckRequest(
+        "GET", "/catalog/x", {"cookie": "gateway_login=abc; theme=dark; __Host-gateway_login=x"}
+    )
+    allow = allowed(decide(decider, request))
+    assert headers_of(allow)["cookie"] == "theme=dark"
