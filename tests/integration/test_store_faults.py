@@ -11,6 +11,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.credentials import SessionCredential
 from tests.support.servers import EchoBackend, ExtAuthzServer, RedisServer
 from tests.support.stack import Stack, start_stack
 
@@ -157,3 +158,40 @@ def test_sigterm_lets_in_flight_checks_finish(tmp_path, own_redis, echo_backend)
         assert server.process.process.wait(10) == 0
     finally:
         server.stop()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_stalled_redis_under_load_piles_up_no_work_and_no_memory(stack, own_redis):
+    """Every check waits at most redis.timeout; nothing queues behind a frozen Redis."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def call(_: int) -> int:
+        cookie = SessionCredential.generate().encode()  # never cached: each one asks Redis
+        return api_get(stack, cookie).status_code
+
+    pid = stack.ext_authz.process.pid
+    before = _rss_mib(pid)
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            statuses = list(pool.map(call, range(400)))
+        elapsed = time.monotonic() - started
+        grown = _rss_mib(pid) - before
+    finally:
+        own_redis.resume()
+    assert set(statuses) == {503}
+    # 400 checks, 32 at a time, each cut off by Envoy's 1 s timeout at the latest.
+    assert elapsed < 400 / 32 * stack.config.ext_authz.timeout + 5
+    assert grown < 30, f"ext_authz grew {grown:.1f} MiB while Redis was frozen"
+    cookie = stack.create_session(tokens={"primary": "tok"}).encode()
+    deadline = time.monotonic() + 5
+    while api_get(stack, cookie).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
