@@ -163,7 +163,10 @@ class AttemptStore:
             )
         except SessionInvalid as exc:
             raise StateMismatch("this login was started in another browser") from exc
-        attempt = LoginAttempt(**json.loads(plaintext))
+        try:
+            attempt = LoginAttempt(**json.loads(plaintext))
+        except (TypeError, ValueError) as exc:  # saved by another version during a deploy
+            raise AttemptExpired("this login attempt cannot be read any more") from exc
         if not hmac.compare_digest(attempt.state, state):
             raise StateMismatch("the state does not match this login step")
         return attempt

@@ -150,7 +150,9 @@ def callback() -> Response | str:
     binding = request.cookies.get(binding_cookie_name(svc.config))
     attempt = svc.attempts.consume(state, binding)
     assert binding is not None  # consume() refuses a missing binding
-    client = svc.providers[attempt.provider_id]
+    client = svc.providers.get(attempt.provider_id)
+    if client is None:  # the provider left the configuration during this login
+        raise AttemptExpired("this login's provider is no longer configured")
     error = _argument("error")
     if error:
         description = _argument("error_description") or error
@@ -197,22 +199,36 @@ def _finish(svc: Services, attempt: LoginAttempt, now: float) -> Response | str:
     if identity is None:
         raise LoginError("the login sequence produced no identity")
     created_at, expires_at = new_session_times(svc.config.session, now)
+    replaced = parse_credential(attempt.replaces)
+    old = _still_live(svc, replaced)
+    identity_carried = svc.login_sequence[0] not in attempt.steps
+    if identity_carried and replaced is not None:
+        # This login only added providers to an existing session: it must not outlive that
+        # session, nor bring it back after a logout or revocation ended it meanwhile.
+        if old is None:
+            raise AttemptExpired("the session this login was adding a provider to has ended")
+        expires_at = min(expires_at, old.expires_at)
     session = Session(identity, created_at, expires_at, attempt.token_sets())
     credential = SessionCredential.generate()
     svc.sessions.save(credential, session)
     if attempt.for_device is not None:
         return _hand_to_device(svc, attempt, attempt.for_device, credential, session, now)
-    replaced = parse_credential(attempt.replaces)
     if replaced is not None:
-        try:
-            svc.sessions.delete(replaced, svc.sessions.load(replaced))
-        except SessionInvalid:
-            svc.sessions.delete(replaced)
+        svc.sessions.delete(replaced, old)
     svc.attempts.finish(attempt)
     logger.info("login complete", extra={"providers": sorted(attempt.tokens)})
     response = redirect(attempt.redirect_url)
     set_session_cookie(response, svc.config, credential)
     return response
+
+
+def _still_live(svc: Services, credential: SessionCredential | None) -> Session | None:
+    if credential is None:
+        return None
+    try:
+        return svc.sessions.load(credential)
+    except SessionInvalid:
+        return None
 
 
 def _hand_to_device(

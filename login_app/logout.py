@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response
 from gateway.errors import ProviderFailure, ProviderUnavailable, TokenInvalid
 from gateway.redis_client import translate_redis_errors
 from gateway.sessions import Session
-from login_app.cookies import expire_session_cookie
+from login_app.cookies import expire_binding_cookie, expire_session_cookie
 from login_app.login import redirect_target
 from login_app.metrics import LOGOUTS
 from login_app.services import Services, request_session, services
@@ -77,6 +77,8 @@ def logout() -> Response:
     else:
         response = redirect(destination)
     expire_session_cookie(response, svc.config)
+    # Also end any login still in progress in this browser: it must not finish afterwards.
+    expire_binding_cookie(response, svc.config)
     return response
 
 
@@ -111,14 +113,18 @@ def backchannel_logout() -> tuple[Response, int]:
         return jsonify(error="temporarily_unavailable"), 503
     replay_key = f"{svc.config.redis.key_prefix}logout-jti:{claims['jti']}"
     with translate_redis_errors("checking a logout token"):
-        fresh = svc.redis.set(replay_key, b"1", nx=True, ex=_LOGOUT_TOKEN_REPLAY_SECONDS)
-    if not fresh:
+        seen = svc.redis.exists(replay_key)
+    if seen:
         return jsonify(error="invalid_request", error_description="replayed"), 400
     sid, subject = claims.get("sid"), claims.get("sub")
+    # Delete first, then remember the token: should the deletion fail (503), the provider's
+    # retry of the same token must still be honoured, and deleting twice is harmless.
     if isinstance(sid, str) and sid:
         ended = svc.sessions.delete_provider_session(sid)
     else:
         ended = svc.sessions.delete_user_sessions(str(subject))
+    with translate_redis_errors("remembering a logout token"):
+        svc.redis.set(replay_key, b"1", ex=_LOGOUT_TOKEN_REPLAY_SECONDS)
     logger.info("back-channel logout", extra={"sessions_ended": ended})
     LOGOUTS.labels("backchannel", "ok").inc()
     response = jsonify(sessions_ended=ended)

@@ -184,3 +184,26 @@ def test_a_cli_logs_out_with_its_bearer_credential_through_envoy(stack):
     assert reply.status_code == 200 and reply.json()["logged_out"] is True
     assert sync_store(stack.config).load(credential) is None
     assert requests.get(stack.url + "/api/x", headers=bearer, timeout=10).status_code == 401
+
+
+def test_a_login_adding_a_provider_cannot_revive_a_session_revoked_meanwhile(stack):
+    browser, _ = browser_login(stack)
+    credential, session = session_of(stack, browser)
+    store = sync_store(stack.config)
+    store.save(
+        credential,
+        session.with_tokens("gitlab", replace(session.tokens["gitlab"], needs_login=True)),
+    )
+    # The browser is sent through gitlab alone (primary is still good) ...
+    start = browser.get(
+        stack.url + "/auth/login?redirect_url=/api/x",
+        headers=HTML,
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert urlsplit(start.headers["location"]).netloc == urlsplit(stack.idps["gitlab"].url).netloc
+    store.delete(credential)  # ... and an operator revokes the session meanwhile
+    browser.cookies.pop(stack.cookie_name)
+    page = follow(browser, start)
+    assert page.status_code == 400 and "<code>expired_attempt</code>" in page.text
+    assert stack.cookie_name not in browser.cookies
