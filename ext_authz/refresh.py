@@ -169,7 +169,9 @@ class Refresher:
             logger.warning("refresh failed", extra={"provider": provider_id, "detail": str(exc)})
             REFRESHES.labels(provider_id, "unavailable").inc()
             raise RefreshFailed("refresh_unavailable") from exc
-        updated = await self._store.replace_tokens(credential, provider_id, fresh)
+        updated = await self._store.replace_tokens(
+            credential, provider_id, fresh, used_refresh_token=tokens.refresh_token
+        )
         if updated is None:
             raise SessionGone()
         logger.info("token refresh", extra={"provider": provider_id, "outcome": outcome})

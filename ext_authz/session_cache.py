@@ -57,6 +57,9 @@ class SessionCache:
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[bytes, Session, float]] = OrderedDict()
         self.enabled = False  # only while invalidations are known to arrive
+        # Bumped by every invalidation: a load that started before one must not cache what
+        # it read, which may be the very state the invalidation announced the end of.
+        self.generation = 0
 
     def get(self, credential: SessionCredential, lookup_id: str) -> Session | None:
         if not self.enabled:
@@ -79,9 +82,11 @@ class SessionCache:
             self._entries.popitem(last=False)
 
     def evict(self, lookup_id: str) -> None:
+        self.generation += 1
         self._entries.pop(lookup_id, None)
 
     def disable(self) -> None:
+        self.generation += 1
         self.enabled = False
         self._entries.clear()
 
@@ -113,14 +118,16 @@ class CachedSessions:
             _HIT.inc()
             return cached
         _MISS.inc()
+        generation = self._cache.generation
         session = await self._store.load(credential)
-        if session is not None:
+        if session is not None and self._cache.generation == generation:
             self._cache.put(credential, lookup_id, session)
         return session
 
     def remember(self, credential: SessionCredential, session: Session) -> None:
-        """Keep a session this worker just changed (e.g. refreshed tokens)."""
-        self._cache.put(credential, credential.lookup_id, session)
+        """This worker just changed the session (refreshed tokens): forget the old copy; the
+        next check reads the new one (caching it here could race a logout's invalidation)."""
+        self._cache.evict(credential.lookup_id)
 
     def start(self) -> None:
         if self._listener is None:

@@ -211,7 +211,12 @@ class AsyncSessionStore:
         return None if session.expired_at(time.time()) else session
 
     async def replace_tokens(
-        self, credential: SessionCredential, provider_id: str, tokens: TokenSet
+        self,
+        credential: SessionCredential,
+        provider_id: str,
+        tokens: TokenSet,
+        *,
+        used_refresh_token: str | None = None,
     ) -> Session | None:
         """Store one provider's new tokens, keeping everything else of the session as it is.
 
@@ -219,6 +224,10 @@ class AsyncSessionStore:
         wrote in between (another provider's refresh, a logout) and never re-create a
         session that was deleted meanwhile. Returns None when the session is gone. The
         transaction touches the record's key alone, so it is valid on a cluster too.
+
+        ``used_refresh_token`` fences the write: when the stored tokens no longer carry the
+        refresh token this refresh started from, someone else already stored a newer set
+        (a holder whose lock lease ran out), and that set is kept and returned instead.
         """
         key = self._codec.record_key(credential)
         with translate_redis_errors("storing refreshed tokens"):
@@ -229,17 +238,25 @@ class AsyncSessionStore:
                         sealed = await pipe.get(key)
                         if sealed is None:
                             return None
-                        updated = self._codec.decode(credential, _raw(sealed)).with_tokens(
-                            provider_id, tokens
-                        )
+                        current = self._codec.decode(credential, _raw(sealed))
+                        stored = current.tokens.get(provider_id)
+                        if (
+                            used_refresh_token is not None
+                            and stored is not None
+                            and stored.refresh_token != used_refresh_token
+                        ):
+                            return current
+                        updated = current.with_tokens(provider_id, tokens)
                         pipe.multi()
                         pipe.set(
                             key, self._codec.encode(credential, updated), xx=True, keepttl=True
                         )
                         await pipe.execute()
-                        return updated
                     except redis.WatchError:
                         continue
+                # Other workers hold this session in memory: tell them it changed.
+                await self._redis.publish(self._codec.invalidation_channel, credential.lookup_id)
+                return updated
         raise StoreUnavailable("the session kept changing while refreshed tokens were stored")
 
     async def acquire_lock(self, lock_key: str, owner: str, lease_ms: int) -> bool:
