@@ -157,8 +157,12 @@ class Decider:
             return self._json_deny(
                 route.name, "method_not_allowed", 405, "method_not_allowed", "TRACE is refused."
             )
-        if route.public or is_preflight(request):
-            return self._allow_anonymous(request, route, "public" if route.public else "preflight")
+        if route.public:
+            return self._allow_anonymous(request, route, "public")
+        if is_preflight(request) and request_origin(request) in self._allowed_origins:
+            # Browsers send preflights without credentials; only origins we serve get one
+            # through. Any other OPTIONS needs a session like every other request.
+            return self._allow_anonymous(request, route, "preflight")
         try:
             presented = read_credential(request, self._credential_cookie, self._max_cookie_bytes)
         except CredentialError:

@@ -62,14 +62,27 @@ def split_cookies(cookie_header: str) -> list[tuple[str, str]]:
 
 
 def cookie_header_without(cookie_header: str, names: frozenset[str]) -> str:
-    """The Cookie header with the named cookies removed; other cookies keep their order."""
+    """The Cookie header with the named cookies removed; everything else stays as it was.
+
+    Only ``name=value`` pairs with our names are dropped. A chunk that Envoy joined from
+    several Cookie headers with commas is split on its commas, but the pieces that stay are
+    joined back with commas, so a backend cookie whose value holds a comma survives.
+    """
     kept = []
-    for chunk in cookie_header.replace(",", ";").split(";"):
-        name = chunk.partition("=")[0].strip()
-        # A chunk with control characters could never be a valid cookie; never pass it on.
-        if chunk.strip() and name not in names and not _CONTROL.search(chunk):
-            kept.append(chunk.strip())
+    for chunk in cookie_header.split(";"):
+        # A piece with control characters could never be a valid cookie; never pass it on.
+        pieces = [
+            piece
+            for piece in chunk.split(",")
+            if piece.strip() and not _is_named(piece, names) and not _CONTROL.search(piece)
+        ]
+        if pieces:
+            kept.append(",".join(pieces).strip())
     return "; ".join(kept)
+
+
+def _is_named(piece: str, names: frozenset[str]) -> bool:
+    return piece.partition("=")[0].strip() in names
 
 
 def read_credential(

@@ -138,7 +138,7 @@ def test_an_unexpected_error_from_the_source_propagates_to_the_servicer(
     [
         pytest.param(CheckRequest("OPTIONS", "/api/x", {
             "cookie": f"{COOKIE}={SessionCredential.generate().encode()}",
-            "origin": "https://app.example", "access-control-request-method": "PUT"}, "api"),
+            "origin": PUBLIC_URL, "access-control-request-method": "PUT"}, "api"),
             None, id="cors-preflight"),
         pytest.param(CheckRequest("GET", "/api/x", {}, "api"), 401, id="no-credential"),
         pytest.param(CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage"}, "api"), 401,

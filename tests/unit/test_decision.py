@@ -588,12 +588,20 @@ def test_a_cors_preflight_is_allowed_without_a_lookup(
     request = browser_request(
         credential,
         method="OPTIONS",
-        origin=FOREIGN_ORIGIN,
+        origin=PARTNER_ORIGIN,
         access_control_request_method="DELETE",
     )
     decision = allowed(decider.begin(request))
     assert decision.reason == "preflight"
     assert not [name for name, _ in decision.set_headers if name != "cookie"]
+
+
+def test_a_preflight_from_an_origin_we_do_not_serve_needs_a_session(decider: Decider) -> None:
+    request = CheckRequest(
+        "OPTIONS", "/api/items",
+        {"origin": FOREIGN_ORIGIN, "access-control-request-method": "GET"},
+    )
+    assert body_of(denied(decider.begin(request), 401))["reason"] == "no_session"
 
 
 @pytest.mark.parametrize(

@@ -86,8 +86,11 @@ def test_split_cookies_handles_a_very_long_header() -> None:
         pytest.param("theme=dark; lang=en", "theme=dark; lang=en", id="nothing-to-remove"),
         pytest.param("b=2; a=1; c=3", "b=2; a=1; c=3", id="order-kept"),
         pytest.param(" ;; , ", "", id="only-separators"),
-        pytest.param("gw_session_extra=1; x_gw_session=2", "gw_session_extra=1; x_gw_session=2",
-                     id="similar-names-kept"),
+        pytest.param(
+            "gw_session_extra=1; x_gw_session=2",
+            "gw_session_extra=1; x_gw_session=2",
+            id="similar-names-kept",
+        ),
     ],
 )
 def test_cookie_header_without_removes_only_the_named_cookies(header: str, expected: str) -> None:
@@ -238,22 +241,37 @@ def test_a_malformed_bearer_gateway_token_is_refused() -> None:
 @pytest.mark.parametrize(
     ("method", "headers", "expected"),
     [
-        pytest.param("OPTIONS", {"origin": "https://app.example",
-                                 "access-control-request-method": "POST"}, True,
-                     id="options-origin-and-request-method"),
-        pytest.param("OPTIONS", {"origin": "https://app.example"}, False,
-                     id="options-without-request-method"),
-        pytest.param("OPTIONS", {"access-control-request-method": "POST"}, False,
-                     id="options-without-origin"),
+        pytest.param(
+            "OPTIONS",
+            {"origin": "https://app.example", "access-control-request-method": "POST"},
+            True,
+            id="options-origin-and-request-method",
+        ),
+        pytest.param(
+            "OPTIONS", {"origin": "https://app.example"}, False, id="options-without-request-method"
+        ),
+        pytest.param(
+            "OPTIONS", {"access-control-request-method": "POST"}, False, id="options-without-origin"
+        ),
         pytest.param("OPTIONS", {}, False, id="bare-options"),
-        pytest.param("OPTIONS", {"origin": "", "access-control-request-method": ""}, False,
-                     id="empty-headers"),
-        pytest.param("GET", {"origin": "https://app.example",
-                             "access-control-request-method": "POST"}, False,
-                     id="get-with-preflight-headers"),
-        pytest.param("options", {"origin": "https://app.example",
-                                 "access-control-request-method": "POST"}, False,
-                     id="lower-case-method-is-another-method"),
+        pytest.param(
+            "OPTIONS",
+            {"origin": "", "access-control-request-method": ""},
+            False,
+            id="empty-headers",
+        ),
+        pytest.param(
+            "GET",
+            {"origin": "https://app.example", "access-control-request-method": "POST"},
+            False,
+            id="get-with-preflight-headers",
+        ),
+        pytest.param(
+            "options",
+            {"origin": "https://app.example", "access-control-request-method": "POST"},
+            False,
+            id="lower-case-method-is-another-method",
+        ),
     ],
 )
 def test_only_options_with_origin_and_request_method_is_a_preflight(
@@ -273,13 +291,16 @@ HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
         pytest.param("GET", {"accept": HTML}, True, id="page-load"),
         pytest.param("HEAD", {"accept": HTML}, True, id="head-page-load"),
         pytest.param("GET", {"accept": "TEXT/HTML"}, True, id="accept-case-insensitive"),
-        pytest.param("GET", {"accept": HTML, "sec-fetch-mode": "navigate"}, True,
-                     id="sec-fetch-navigate"),
+        pytest.param(
+            "GET", {"accept": HTML, "sec-fetch-mode": "navigate"}, True, id="sec-fetch-navigate"
+        ),
         pytest.param("GET", {"accept": HTML, "sec-fetch-mode": "cors"}, False, id="fetch-cors"),
-        pytest.param("GET", {"accept": HTML, "sec-fetch-mode": "no-cors"}, False,
-                     id="fetch-no-cors"),
-        pytest.param("GET", {"accept": HTML, "x-requested-with": "XMLHttpRequest"}, False,
-                     id="xhr"),
+        pytest.param(
+            "GET", {"accept": HTML, "sec-fetch-mode": "no-cors"}, False, id="fetch-no-cors"
+        ),
+        pytest.param(
+            "GET", {"accept": HTML, "x-requested-with": "XMLHttpRequest"}, False, id="xhr"
+        ),
         pytest.param("GET", {"accept": "application/json"}, False, id="api-client"),
         pytest.param("GET", {}, False, id="no-accept"),
         pytest.param("POST", {"accept": HTML}, False, id="form-post"),
@@ -300,17 +321,30 @@ def test_only_get_or_head_accepting_html_and_not_fetch_or_xhr_is_a_page_load(
     [
         pytest.param({}, None, id="neither-header"),
         pytest.param({"origin": "https://app.example"}, "https://app.example", id="origin"),
-        pytest.param({"origin": "HTTPS://App.Example:8443"}, "https://app.example:8443",
-                     id="origin-lower-cased"),
-        pytest.param({"origin": "  https://app.example  "}, "https://app.example",
-                     id="origin-trimmed"),
+        pytest.param(
+            {"origin": "HTTPS://App.Example:8443"},
+            "https://app.example:8443",
+            id="origin-lower-cased",
+        ),
+        pytest.param(
+            {"origin": "  https://app.example  "}, "https://app.example", id="origin-trimmed"
+        ),
         pytest.param({"origin": "null"}, "null", id="opaque-origin"),
-        pytest.param({"origin": "https://app.example", "referer": "https://other.example/x"},
-                     "https://app.example", id="origin-wins-over-referer"),
-        pytest.param({"referer": "https://app.example/page?q=1#f"}, "https://app.example",
-                     id="referer-reduced-to-origin"),
-        pytest.param({"referer": "HTTPS://APP.example:444/x"}, "https://app.example:444",
-                     id="referer-lower-cased"),
+        pytest.param(
+            {"origin": "https://app.example", "referer": "https://other.example/x"},
+            "https://app.example",
+            id="origin-wins-over-referer",
+        ),
+        pytest.param(
+            {"referer": "https://app.example/page?q=1#f"},
+            "https://app.example",
+            id="referer-reduced-to-origin",
+        ),
+        pytest.param(
+            {"referer": "HTTPS://APP.example:444/x"},
+            "https://app.example:444",
+            id="referer-lower-cased",
+        ),
         pytest.param({"referer": "/relative/path"}, "invalid", id="relative-referer"),
         pytest.param({"referer": "not a url"}, "invalid", id="garbage-referer"),
         pytest.param({"referer": "http://[::1"}, "invalid", id="unparseable-referer"),
@@ -322,3 +356,11 @@ def test_the_origin_is_origin_else_the_referers_origin_else_none(
     headers: dict[str, str], expected: str | None
 ) -> None:
     assert request_origin(CheckRequest("POST", "/api/x", headers)) == expected
+
+
+def test_a_backend_cookie_holding_a_comma_survives_the_session_cookie_removal() -> None:
+    names = frozenset({"gw_session"})
+    assert cookie_header_without("prefs=a,b; gw_session=x", names) == "prefs=a,b"
+    assert (
+        cookie_header_without("theme=dark, gw_session=x, lang=en", names) == "theme=dark, lang=en"
+    )
