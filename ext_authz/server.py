@@ -112,6 +112,11 @@ def reload(running: RunningServer, current: GatewayConfig, load: ConfigLoader) -
     for section in RESTART_ONLY:
         if getattr(fresh, section) != getattr(current, section):
             logger.warning("reload: this section needs a restart", extra={"section": section})
+    # What needs a restart keeps its running value, so the decisions match the sockets,
+    # cookies and keys this process actually has.
+    fresh = fresh.model_copy(
+        update={section: getattr(current, section) for section in RESTART_ONLY}
+    )
     components = running.components
     decider, refresher = decision_parts(fresh, components.store, components.codec)
     components.authorizer.reconfigure(decider, refresher)

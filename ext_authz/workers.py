@@ -38,6 +38,15 @@ def _worker_main(
     from gateway.logs import configure_logging
 
     configure_logging(config.log_level, worker=index)
+    if load is not None:
+        # A restarted worker must run the configuration of the latest reload, not the one
+        # the supervisor started with; an unreadable file keeps the one it was given.
+        from gateway.errors import ConfigError
+
+        try:
+            config = load()
+        except ConfigError:
+            logging.getLogger(__name__).exception("worker keeps its start-up configuration")
     # The supervisor serves every worker's metrics summed (prometheus multiprocess mode).
     asyncio.run(serve(config, endpoint, load=load, metrics=False))
 
