@@ -50,6 +50,8 @@ _RESERVED_HEADERS = frozenset(
 MIN_SECRET_LENGTH = 32
 # The login app's cookie binding a login attempt to the browser (``__Host-`` on https).
 LOGIN_BINDING_COOKIE = "gateway_login"
+# Set by Envoy (overwriting anything a client sent) on requests to the login app.
+CLIENT_ADDRESS_HEADER = "x-gateway-client-address"
 MAX_DURATION_SECONDS = 10 * 366 * 86400.0
 
 

@@ -24,6 +24,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
+from gateway.config import CLIENT_ADDRESS_HEADER
 from gateway.credentials import SessionCredential
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid, StoreUnavailable
@@ -79,7 +80,8 @@ def _build_store(state: BlueprintSetupState) -> None:
 
 def _client() -> str:
     # X-Forwarded-For's last hop is Envoy itself; Envoy names the real peer in this header.
-    return client_key(request.remote_addr, request.headers.get("x-envoy-external-address"))
+    # Envoy sets this header on every request to the login app (the client cannot).
+    return client_key(request.remote_addr, request.headers.get(CLIENT_ADDRESS_HEADER))
 
 
 @blueprint.post("/cli/start")

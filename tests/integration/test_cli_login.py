@@ -751,7 +751,7 @@ def test_twenty_wrong_codes_from_one_client_then_429(cli, alice):
     assert cli.approve_page(alice, started["user_code"]).status_code == 429
     # ...while a client behind another external address is unaffected.
     other = cli.approve_page(alice, started["user_code"],
-                             **{"X-Envoy-External-Address": "203.0.113.9"})
+                             **{"X-Gateway-Client-Address": "203.0.113.9"})
     assert other.status_code == 200
 
 
