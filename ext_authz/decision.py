@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, urlencode
 
 from ext_authz.request import (
@@ -319,15 +320,26 @@ class Decider:
         login_url: str | None = None,
         extra: Headers = (),
     ) -> Deny:
-        body: dict[str, str] = {"error": error, "reason": reason, "message": message}
-        if login_url is not None:
-            body["login_url"] = login_url
-        headers = (
-            ("content-type", "application/json"),
-            ("cache-control", "no-store"),
-            *extra,
-        )
-        return Deny(route_name, reason, status, headers, json.dumps(body))
+        return _json_deny(route_name, reason, status, error, message, login_url, extra)
+
+
+@lru_cache(maxsize=4096)
+def _json_deny(
+    route_name: str | None,
+    reason: str,
+    status: int,
+    error: str,
+    message: str,
+    login_url: str | None,
+    extra: Headers,
+) -> Deny:
+    """A JSON denial; the same few are answered over and over (unknown routes, 503s while
+    Redis is away, 401s for one page), and a Deny is immutable, so each is built once."""
+    body: dict[str, str] = {"error": error, "reason": reason, "message": message}
+    if login_url is not None:
+        body["login_url"] = login_url
+    headers = (("content-type", "application/json"), ("cache-control", "no-store"), *extra)
+    return Deny(route_name, reason, status, headers, json.dumps(body))
 
 
 _FORBIDDEN_PAGE = (
