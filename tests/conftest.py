@@ -35,6 +35,18 @@ def gateway(
     stack.stop()
 
 
+@pytest.fixture(scope="module")
+def login_stack(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, echo_backend: EchoBackend
+) -> Iterator[Stack]:
+    """The gateway with the login app and two dev identity providers, one per test module."""
+    stack = start_stack(
+        tmp_path_factory.mktemp("login"), redis_server, echo_backend, with_login=True
+    )
+    yield stack
+    stack.stop()
+
+
 @pytest.fixture
 def fresh_dir(tmp_path: Path) -> Path:
     return tmp_path

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
-from tests.support.servers import EchoBackend, RedisServer
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +27,8 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, echo_backend: EchoBackend
-) -> Iterator[Stack]:
-    stack = start_stack(
-        tmp_path_factory.mktemp("browser"), redis_server, echo_backend, with_login=True
-    )
-    yield stack
-    stack.stop()
+def stack(login_stack: Stack) -> Stack:
+    return login_stack
 
 
 @pytest.fixture

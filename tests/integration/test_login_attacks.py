@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -15,22 +14,16 @@ from gateway.providers import ProviderClient
 from gateway.redis_client import sync_client
 from tests.support.dev_idp import submit_login_form
 from tests.support.login import HTML, browser_login
-from tests.support.servers import EchoBackend, RedisServer, gateway_env
-from tests.support.stack import GITLAB_SECRET, PRIMARY_SECRET, Stack, start_stack
+from tests.support.servers import gateway_env
+from tests.support.stack import GITLAB_SECRET, PRIMARY_SECRET, Stack
 from tests.unit.test_redirects import OPEN_REDIRECT_PAYLOAD_IDS, OPEN_REDIRECT_PAYLOADS
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, echo_backend: EchoBackend
-) -> Iterator[Stack]:
-    stack = start_stack(
-        tmp_path_factory.mktemp("attacks"), redis_server, echo_backend, with_login=True
-    )
-    yield stack
-    stack.stop()
+def stack(login_stack: Stack) -> Stack:
+    return login_stack
 
 
 def no_session(stack: Stack, browser: requests.Session) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,21 +12,14 @@ import requests
 from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
 from tests.support.login import HTML, browser_login, follow
-from tests.support.servers import EchoBackend, RedisServer
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, echo_backend: EchoBackend
-) -> Iterator[Stack]:
-    stack = start_stack(
-        tmp_path_factory.mktemp("login"), redis_server, echo_backend, with_login=True
-    )
-    yield stack
-    stack.stop()
+def stack(login_stack: Stack) -> Stack:
+    return login_stack
 
 
 def session_of(stack: Stack, browser: requests.Session):
