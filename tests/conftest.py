@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -45,8 +44,3 @@ def login_stack(
     )
     yield stack
     stack.stop()
-
-
-@pytest.fixture
-def fresh_dir(tmp_path: Path) -> Path:
-    return tmp_path
