@@ -160,6 +160,10 @@ class CachedSessions:
                     "session invalidation feed lost; cache off",
                     extra={"detail": type(exc).__name__},
                 )
+            except Exception:
+                # Whatever went wrong, the feed must come back: a dead listener would leave
+                # the cache off and health NOT_SERVING for good.
+                logger.exception("session invalidation feed failed; cache off")
             finally:
                 self._cache.disable()
                 self.on_feed_change(False)
@@ -196,6 +200,8 @@ class CachedSessions:
                     self.on_feed_change(True)
                 elif kind == "message":
                     data = message["data"]
-                    self._cache.evict(data.decode() if isinstance(data, bytes) else data)
+                    # Anyone who can publish can send garbage; it only evicts nothing.
+                    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+                    self._cache.evict(text)
             elif time.monotonic() - last_heard > _SILENCE_SECONDS:
                 raise TimeoutError("the invalidation feed went silent")

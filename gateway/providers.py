@@ -192,7 +192,12 @@ class ProviderClient:
         if not isinstance(access_token, str) or not access_token:
             raise ProviderRejected("the reply has no access_token", provider=self.id)
         expires_in = reply.get("expires_in")
-        if isinstance(expires_in, int | float) and 0 < expires_in <= MAX_EXPIRES_IN:
+        # bool is an int to Python; `"expires_in": true` is no lifetime.
+        if (
+            isinstance(expires_in, int | float)
+            and not isinstance(expires_in, bool)
+            and 0 < expires_in <= MAX_EXPIRES_IN
+        ):
             expires_at = int(now + expires_in)
         elif self.provider.token_max_lifetime:
             expires_at = int(now + self.provider.token_max_lifetime)

@@ -111,3 +111,18 @@ def test_without_the_invalidation_feed_memory_is_not_trusted(stack, own_redis):
     while status(stack, credential, http) != 200:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_garbage_on_the_invalidation_channel_does_not_stop_the_feed(stack):
+    http = requests.Session()
+    client = sync_client(stack.config.redis)
+    channel = f"{stack.config.redis.key_prefix}invalidate"
+    for garbage in (b"\xff\xfe\x00", b"", b"x" * 10_000):
+        client.publish(channel, garbage)
+    credential = stack.create_session(tokens={"primary": "tok"})
+    warm(stack, credential, http)
+    sync_store(stack.config).delete(credential)
+    deadline = time.monotonic() + 0.5
+    while status(stack, credential, http) != 401:
+        assert time.monotonic() < deadline, "the feed stopped applying invalidations"
+        time.sleep(0.02)
