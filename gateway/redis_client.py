@@ -190,21 +190,13 @@ def async_client(settings: RedisSettings) -> redis.asyncio.Redis:
     cluster client's per-node pools cannot wait: when one is exhausted the check gets 503.)
     """
     if settings.mode == "sentinel":
-        assert settings.sentinel is not None
-        sentinel = redis.asyncio.sentinel.Sentinel(
-            settings.sentinel_addresses(),
-            sentinel_kwargs={**_sentinel_options(settings), "retry": AsyncRetry(NoBackoff(), 0)},
-        )
-        client = sentinel.master_for(
-            settings.sentinel.master_name,
+        return _async_sentinel_master(
+            settings,
             connection_pool_class=_BlockingSentinelPool,
             max_connections=MAX_CONNECTIONS,
             timeout=settings.timeout,
-            retry=AsyncRetry(NoBackoff(), 0),
             **_options(settings),
-            **_url_credentials(settings),
         )
-        return cast(redis.asyncio.Redis, client)
     if settings.mode == "cluster":
         return cast(redis.asyncio.Redis, _async_cluster(settings, _timeouts(settings)))
     pool = redis.asyncio.BlockingConnectionPool.from_url(
@@ -215,6 +207,22 @@ def async_client(settings: RedisSettings) -> redis.asyncio.Redis:
         **_options(settings),
     )
     return redis.asyncio.Redis(connection_pool=pool)
+
+
+def _async_sentinel_master(settings: RedisSettings, **options: Any) -> redis.asyncio.Redis:
+    """An asyncio client of the master the sentinels name; ``options`` shape its pool."""
+    assert settings.sentinel is not None  # the config requires it in sentinel mode
+    sentinel = redis.asyncio.sentinel.Sentinel(
+        settings.sentinel_addresses(),
+        sentinel_kwargs={**_sentinel_options(settings), "retry": AsyncRetry(NoBackoff(), 0)},
+    )
+    client = sentinel.master_for(
+        settings.sentinel.master_name,
+        retry=AsyncRetry(NoBackoff(), 0),
+        **options,
+        **_url_credentials(settings),
+    )
+    return cast(redis.asyncio.Redis, client)
 
 
 def _async_cluster(settings: RedisSettings, options: dict[str, Any]) -> _AsyncCluster:
@@ -269,18 +277,7 @@ def async_subscriber_client(settings: RedisSettings) -> redis.asyncio.Redis:
     subscriber pings to notice a silent server), connecting is bounded like everything else."""
     options: dict[str, Any] = {"socket_timeout": None, "socket_connect_timeout": settings.timeout}
     if settings.mode == "sentinel":
-        assert settings.sentinel is not None
-        sentinel = redis.asyncio.sentinel.Sentinel(
-            settings.sentinel_addresses(),
-            sentinel_kwargs={**_sentinel_options(settings), "retry": AsyncRetry(NoBackoff(), 0)},
-        )
-        client = sentinel.master_for(
-            settings.sentinel.master_name,
-            retry=AsyncRetry(NoBackoff(), 0),
-            **options,
-            **_url_credentials(settings),
-        )
-        return cast(redis.asyncio.Redis, client)
+        return _async_sentinel_master(settings, **options)
     if settings.mode == "cluster":
         return cast(redis.asyncio.Redis, _async_cluster(settings, options))
     return redis.asyncio.Redis.from_url(
