@@ -17,6 +17,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis of the module's own, for tests that pause or break it."""
+    server = RedisServer(tmp_path_factory.mktemp("own-redis")).start()
+    yield server
+    server.resume()
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def echo_backend() -> Iterator[EchoBackend]:
     backend = EchoBackend().start()

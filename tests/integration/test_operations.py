@@ -24,14 +24,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-ops")).start()
-    yield server
-    server.resume()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory, own_redis: RedisServer, echo_backend: EchoBackend) -> Iterator[Stack]:
     stack = start_stack(tmp_path_factory.mktemp("ops"), own_redis, echo_backend, with_login=True)
     yield stack

@@ -20,14 +20,6 @@ CACHE_TTL = 30.0  # long on purpose: only invalidation, not expiry, can explain 
 
 
 @pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-cache")).start()
-    yield server
-    server.resume()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory, own_redis: RedisServer, echo_backend: EchoBackend) -> Iterator[Stack]:
     def long_cache(raw: dict) -> None:
         raw["ext_authz"]["session_cache_ttl"] = f"{CACHE_TTL}s"

@@ -19,14 +19,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-faults")).start()
-    yield server
-    server.resume()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer, echo_backend: EchoBackend
 ) -> Iterator[Stack]:
