@@ -3,6 +3,8 @@ deciding failed."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.metrics import CHECK_SECONDS, DECISIONS
 from ext_authz.request import CheckRequest
@@ -28,6 +30,11 @@ INTERNAL_ERROR = Deny(
 )
 
 
+# The label sets are few and fixed (routes, outcomes, reasons): find each child once.
+_check_seconds = lru_cache(maxsize=None)(CHECK_SECONDS.labels)
+_decisions = lru_cache(maxsize=1024)(DECISIONS.labels)
+
+
 def record_decision(
     check: CheckRequest, decision: Decision, seconds: float, transport: str
 ) -> None:
@@ -35,8 +42,8 @@ def record_decision(
     never a credential."""
     allowed = isinstance(decision, Allow)
     outcome = "allow" if allowed else "deny"
-    CHECK_SECONDS.labels(transport).observe(seconds)
-    DECISIONS.labels(decision.route or "-", outcome, decision.reason).inc()
+    _check_seconds(transport).observe(seconds)
+    _decisions(decision.route or "-", outcome, decision.reason).inc()
     if not _logged[outcome]:
         return
     _decision_line(
