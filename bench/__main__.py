@@ -1,6 +1,6 @@
 """``python -m bench``: measure the gateway against native Envoy authorization, side by side.
 
-Exit codes: 0 every available scenario measured, 1 some scenario failed, 2 usage or setup.
+Exit codes: 0 every available scenario and target measured, 1 some failed, 2 usage or setup.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.markdown(result))
     print("written: " + ", ".join(str(path) for path in paths.values()))
     failed = [s["key"] for s in result["scenarios"] if s["status"] == "failed"]
+    if "error" in result.get("gateway", {}).get("many_sessions", {}):
+        failed.append("many-sessions")
     return 1 if failed else 0
 
 

@@ -95,8 +95,15 @@ def run(options: RunOptions) -> dict[str, Any]:
         if "ext_authz" in lab.__dict__:  # the real ext_authz ran: the gateway's own targets
             rounds = 1 if options.duration <= 1 else MANY_SESSIONS_ROUNDS
             report["gateway"] = gateway_targets(lab, options.sessions, load, rounds, log)
-        if any(r["status"] == "failed" for r in results.values()):
+        failures = [
+            f"({r['key']}) {r['error']}" for r in results.values() if r["status"] == "failed"
+        ]
+        if error := report.get("gateway", {}).get("many_sessions", {}).get("error"):
+            failures.append(f"many-sessions comparison: {error}")
+        if failures:
             _show_log_tails(workdir)
+            # Last, so that a CI log cut to its tail still says what went wrong.
+            log("failed:\n" + "\n".join(failures))
     report["machine"]["load_average_after"] = os.getloadavg()
     report["scenarios"] = list(results.values())
     _add_ratios(report["scenarios"])

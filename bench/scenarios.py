@@ -22,13 +22,12 @@ from bench.check_frames import check_request
 from bench.gateway_setup import ROUTE_NAME, ROUTE_PATH, BenchSession, create_session, gateway_config
 from bench.measure import GrpcTarget, HttpTarget, Target
 from bench.servers import (
-    consecutive_free_ports,
     start_envoy,
     start_python_server,
     start_redis,
     worker_memory,
 )
-from devtools.processes import ManagedProcess, free_port
+from devtools.processes import ManagedProcess, free_port, free_ports
 from gateway.config import GatewayConfig
 from gateway.envoy_config import render_envoy_config
 
@@ -93,12 +92,13 @@ class Lab:
     def start_ext_authz(self, name: str, workers: int = 1) -> tuple[ManagedProcess, str]:
         """``python -m ext_authz --config <name>.yaml --listen ... --workers N``, and the first
         worker's address (all of them in :attr:`endpoints`)."""
-        port = consecutive_free_ports(workers)
+        port = free_ports(workers)
         argv = ["ext_authz", "--config", str(self.workdir / f"{name}.yaml")]
         argv += ["--listen", f"127.0.0.1:{port}", "--workers", str(workers)]
         env = {"GATEWAY_SECRET_KEYS": self.secret}
+        ports = [port + i for i in range(workers)]
         process = start_python_server(
-            self.stack, f"ext-authz-{name}", argv, port + workers - 1, self.workdir, env
+            self.stack, f"ext-authz-{name}", argv, ports, self.workdir, env
         )
         address = f"127.0.0.1:{port}"
         self.endpoints[address] = [f"127.0.0.1:{port + i}" for i in range(workers)]
@@ -189,7 +189,7 @@ def _check_noop(lab: Lab, *, sync: bool = False) -> Target:
     port = free_port()
     argv = ["bench.noop_authz", "--listen", f"127.0.0.1:{port}", *(["--sync"] if sync else [])]
     name = "noop-authz-sync" if sync else "noop-authz"
-    start_python_server(lab.stack, name, argv, port, lab.workdir)
+    start_python_server(lab.stack, name, argv, [port], lab.workdir)
     return lab.check_target(f"127.0.0.1:{port}", {}, f"check-{name}")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from devtools.processes import ManagedProcess, find_binary, free_port, port_open
+from devtools.processes import ManagedProcess, find_binary, port_open
 
 
 def _started(stack: ExitStack, process: ManagedProcess, ready: Any, timeout: float = 30) -> None:
@@ -59,23 +59,16 @@ def start_python_server(
     stack: ExitStack,
     name: str,
     module_argv: list[str],
-    port: int,
+    ports: list[int],
     workdir: Path,
     env: dict[str, str] | None = None,
 ) -> ManagedProcess:
-    """``python -m ...`` on this interpreter (the real ext_authz, or the do-nothing one)."""
+    """``python -m ...`` on this interpreter (the real ext_authz, or the do-nothing one);
+    ready once every one of ``ports`` accepts connections (worker processes start in any
+    order)."""
     process = ManagedProcess(name, [sys.executable, "-m", *module_argv], env=env, log_dir=workdir)
-    _started(stack, process, lambda: port_open(port))
+    _started(stack, process, lambda: all(port_open(port) for port in ports))
     return process
-
-
-def consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` consecutive ports that are free now (workers listen on port+i)."""
-    for _ in range(100):
-        first = free_port()
-        if first + count <= 65535 and all(not port_open(first + i) for i in range(count)):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 def worker_memory(pid: int) -> dict[str, float]:

