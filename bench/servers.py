@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from devtools.processes import ManagedProcess, find_binary, port_open
+from devtools.processes import ManagedProcess, envoy_ready, find_binary, port_open
 
 
 def _started(stack: ExitStack, process: ManagedProcess, ready: Any, timeout: float = 30) -> None:
@@ -24,22 +23,14 @@ def start_envoy(
     """Envoy on ``bootstrap`` with ``concurrency`` workers; ready once its listener accepts."""
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(bootstrap, sort_keys=False, width=1000))
-    port = bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]
+    listener = bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]
     admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
     argv = [
         find_binary("envoy"), "-c", str(path), "--disable-hot-restart",
         "--concurrency", str(concurrency), "--log-level", "warning",
     ]  # fmt: skip
     process = ManagedProcess(name, argv, log_dir=workdir)
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=0.5) as reply:
-                return bool(reply.status == 200 and port_open(port["port_value"]))
-        except OSError:
-            return False
-
-    _started(stack, process, ready)
+    _started(stack, process, lambda: envoy_ready(admin, listener["port_value"]))
     return process
 
 

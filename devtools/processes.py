@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -73,6 +74,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return bool(sock.getsockname() != sock.getpeername())
 
 
+def envoy_ready(admin_port: int, listen_port: int | None = None) -> bool:
+    """Envoy's admin interface says it is ready (and ``listen_port`` on 127.0.0.1, when
+    given, accepts connections)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=0.5) as reply:
+            if reply.status != 200:
+                return False
+    except OSError:
+        return False
+    return listen_port is None or port_open(listen_port)
+
+
 class ManagedProcess:
     """A child process whose output goes to a log file we can show when it misbehaves."""
 
@@ -86,7 +99,9 @@ class ManagedProcess:
         self.name = name
         self.argv = list(argv)
         if log_dir is None:
-            self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+            descriptor, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
+            os.close(descriptor)  # only the name is wanted; start() opens the file
+            self.log_path = Path(path)
         else:
             log_dir.mkdir(parents=True, exist_ok=True)
             self.log_path = log_dir / f"{name}.log"
@@ -94,18 +109,30 @@ class ManagedProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready: Callable[[], bool], timeout: float = 20.0) -> ManagedProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self._env, cwd=REPO_ROOT
-        )
+        """Start the process and wait until ``ready()``; RuntimeError (with the output) when
+        it exits or is not ready in time. It is stopped whenever the wait ends in an error,
+        Ctrl-C included, so no half-started child outlives its caller."""
+        # The child keeps its own copy of the descriptor; ours would only leak.
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self._env, cwd=REPO_ROOT
+            )
+        try:
+            self._wait_until_ready(ready, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_ready(self, ready: Callable[[], bool], timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early:\n{self.output()}")
             if ready():
-                return self
+                return
             time.sleep(0.05)
-        self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.output()}")
 
     @property
