@@ -12,15 +12,16 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from devtools.processes import REPO_ROOT, ManagedProcess, find_binary, port_open
+from devtools.processes import REPO_ROOT, ManagedProcess, envoy_ready, find_binary, port_open
 from gateway.config import GatewayConfig, load_config, provider_secret_variable
 from gateway.envoy_config import render_envoy_yaml
+from gateway.errors import ConfigError
 
 RUN_DIR = REPO_ROOT / ".run"
 LOGS = RUN_DIR / "logs"
@@ -40,18 +41,24 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _url_port(url: str) -> int:
+def _listening(address: str) -> bool:
+    """Something accepts connections at ``host:port`` or ``unix:/path``."""
+    if not address.startswith("unix:"):
+        host, port = _host_port(address)
+        return port_open(port, host)
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(address.removeprefix("unix:"))
+        except OSError:
+            return False
+    return True
+
+
+def _local_port(url: str) -> int | None:
+    """The explicit port of ``url`` when it is on this machine: where a dev server
+    (echo backend, dev IdP) stands in; None for anything else (a real GitLab)."""
     parts = urlsplit(url)
-    return parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def _envoy_ready(config: GatewayConfig) -> bool:
-    try:
-        admin = f"http://127.0.0.1:{config.envoy.admin_port}/ready"
-        with urllib.request.urlopen(admin, timeout=0.5) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
+    return parts.port if parts.hostname in ("127.0.0.1", "localhost") else None
 
 
 def _processes(config: GatewayConfig, config_path: Path, env: dict[str, str]) -> list[tuple]:
@@ -81,7 +88,8 @@ def _processes(config: GatewayConfig, config_path: Path, env: dict[str, str]) ->
             lambda: port_open(redis_port),
         )
     ]
-    for port in sorted({_url_port(route.upstream) for route in config.routes}):
+    local_upstreams = {_local_port(route.upstream) for route in config.routes}
+    for port in sorted(port for port in local_upstreams if port is not None):
         plan.append(
             (
                 ManagedProcess(
@@ -93,28 +101,18 @@ def _processes(config: GatewayConfig, config_path: Path, env: dict[str, str]) ->
             )
         )
     plan += _dev_idps(config)
-    authz_host, authz_port = _host_port(config.ext_authz.listen)
-    login_host, login_port = _host_port(config.login_app.listen)
-    plan += [
-        (
-            ManagedProcess(
-                "ext-authz",
-                [python, "-m", "ext_authz", "--config", str(config_path)],
-                env=env,
-                log_dir=LOGS,
-            ),
-            lambda: port_open(authz_port, authz_host),
-        ),
-        (
-            ManagedProcess(
-                "login-app",
-                [python, "-m", "login_app", "--config", str(config_path)],
-                env=env,
-                log_dir=LOGS,
-            ),
-            lambda: port_open(login_port, login_host),
-        ),
+    gateway_servers = [
+        ("ext-authz", "ext_authz", config.ext_authz.endpoints()),
+        ("login-app", "login_app", (config.login_app.listen,)),
     ]
+    for name, module, addresses in gateway_servers:
+        argv = [python, "-m", module, "--config", str(config_path)]
+        plan.append(
+            (
+                ManagedProcess(name, argv, env=env, log_dir=LOGS),
+                lambda addresses=addresses: all(_listening(a) for a in addresses),
+            )
+        )
     bootstrap = RUN_DIR / "envoy.yaml"
     bootstrap.write_text(render_envoy_yaml(config))
     plan.append(
@@ -131,7 +129,7 @@ def _processes(config: GatewayConfig, config_path: Path, env: dict[str, str]) ->
                 ],
                 log_dir=LOGS,
             ),
-            lambda: _envoy_ready(config),
+            lambda: envoy_ready(config.envoy.admin_port),
         )
     )
     return plan
@@ -146,10 +144,11 @@ def _dev_idps(config: GatewayConfig) -> list[tuple]:
     prefix = config.login_app.path_prefix
     plan: list[tuple] = []
     for provider in config.providers:
-        url = provider.issuer if provider.kind == "oidc" else provider.authorize_url
-        parts = urlsplit(url or "")
-        if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+        url = (provider.issuer if provider.kind == "oidc" else provider.authorize_url) or ""
+        port = _local_port(url)
+        if port is None:
             continue
+        parts = urlsplit(url)
         argv = [
             sys.executable,
             "-m",
@@ -157,7 +156,7 @@ def _dev_idps(config: GatewayConfig) -> list[tuple]:
             "--host",
             parts.hostname,
             "--port",
-            str(parts.port),
+            str(port),
             "--mode",
             provider.kind,
             "--issuer",
@@ -179,16 +178,17 @@ def _dev_idps(config: GatewayConfig) -> list[tuple]:
         plan.append(
             (
                 ManagedProcess(f"idp-{provider.id}", argv, log_dir=LOGS),
-                lambda port=parts.port: port_open(port),
+                lambda port=port: port_open(port),
             )
         )
     return plan
 
 
-def _environment(config_providers: list[str]) -> dict[str, str]:
-    """Secrets for the processes: from the environment, else development values."""
-    env = {"GATEWAY_SECRET_KEYS": os.environ.get("GATEWAY_SECRET_KEYS") or _dev_secret()}
-    for provider_id in config_providers:
+def _environment(secret_keys: str, provider_ids: list[str]) -> dict[str, str]:
+    """Secrets for the processes: each provider's client secret from the environment, else
+    the one the dev IdPs are started with."""
+    env = {"GATEWAY_SECRET_KEYS": secret_keys}
+    for provider_id in provider_ids:
         name = provider_secret_variable(provider_id)
         env[name] = os.environ.get(name) or DEV_CLIENT_SECRET
     return env
@@ -199,9 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(REPO_ROOT / "gateway.yaml"))
     args = parser.parse_args(argv)
     config_path = Path(args.config).resolve()
-    provisional = load_config(config_path, {**os.environ, "GATEWAY_SECRET_KEYS": _dev_secret()})
-    env = _environment([p.id for p in provisional.providers])
-    config = load_config(config_path, {**os.environ, **env})
+    secret_keys = os.environ.get("GATEWAY_SECRET_KEYS") or _dev_secret()
+    try:
+        config = load_config(config_path, {**os.environ, "GATEWAY_SECRET_KEYS": secret_keys})
+    except ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    env = _environment(secret_keys, [provider.id for provider in config.providers])
 
     started: list[ManagedProcess] = []
     stop_requested = False
@@ -214,8 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         for process, ready in _processes(config, config_path, env):
-            process.start(ready, timeout=30)
+            # Ctrl-C ends the wait for a process at once, not when it is ready or timed out.
+            process.start(lambda ready=ready: stop_requested or ready(), timeout=30)
             started.append(process)
+            if stop_requested:
+                return 0
             print(f"  started {process.name:<16} log: {process.log_path.relative_to(REPO_ROOT)}")
         print(f"\nThe gateway is up at {config.public_url}\n")
         print(f"Log in with a browser: open {config.public_url}/api/hello and sign in as")
@@ -235,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
             time.sleep(0.5)
         return 0
+    except RuntimeError as exc:  # a process exited or was not ready; with its output
+        print(exc, file=sys.stderr)
+        return 1
     finally:
         for process in reversed(started):
             process.stop()
