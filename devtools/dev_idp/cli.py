@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A development OAuth 2.0 / OpenID Connect provider (not for production).",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9100, help="0 picks a free port")
+    parser.add_argument("--port", type=_port, default=9100, help="0 picks a free port")
     parser.add_argument("--issuer", help="default: http://HOST:PORT (the bound port)")
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.OIDC.value)
     parser.add_argument(
@@ -137,6 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serving.join(timeout=5)
     print("dev-idp stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _port(text: str) -> int:
+    # Checked here: werkzeug resolves the address with getaddrinfo, which quietly turns
+    # 70000 into 70000 - 65536 (and a negative port ends in a traceback).
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
 
 
 def _not_ready(environ: dict[str, Any], start_response: Any) -> list[bytes]:

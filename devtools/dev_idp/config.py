@@ -119,6 +119,10 @@ def parse_user_spec(spec: str) -> UserConfig:
 
 
 def _require_http_url(value: str, flag: str) -> None:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as exc:  # also a malformed IPv6 host
+        raise ConfigError(f"{flag}: {value!r} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{flag}: {value!r} is not an absolute http(s) URL")
