@@ -74,11 +74,6 @@ class Recorder:
                 at = round(time.monotonic() - self._started, 3)
                 self._surprises.append(Surprise(kind, at, request, status, expected, detail))
 
-    @property
-    def surprise_count(self) -> int:
-        with self._lock:
-            return sum(self._surprise_counts.values())
-
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             requests_per_kind = {k: sum(v.values()) for k, v in sorted(self._statuses.items())}

@@ -63,11 +63,6 @@ class Store:
         with self._lock:
             return self._sessions_by_cookie.get(cookie_value)
 
-    def session_for_sid(self, sid: str) -> BrowserSession | None:
-        """The live session with this ``sid``, if any."""
-        with self._lock:
-            return self._find_session(sid)
-
     def reauthenticate(self, session: BrowserSession) -> None:
         """Record a fresh password login in an existing session (``prompt=login``)."""
         with self._lock:
