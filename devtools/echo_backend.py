@@ -13,6 +13,8 @@ import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+MAX_BODY = 1 << 20
+
 
 class EchoHandler(BaseHTTPRequestHandler):
     server_version = "echo"
@@ -21,9 +23,20 @@ class EchoHandler(BaseHTTPRequestHandler):
     # peer's delayed ACK add ~40 ms to every response.
     disable_nagle_algorithm = True
 
+    def _body(self) -> str:
+        """The body, up to 1 MiB. A body not read to its end (chunked, bigger, or of an
+        unreadable length) would be parsed as the next request, so the connection closes."""
+        declared = self.headers.get("content-length", "0")
+        if not declared.isdigit() or "transfer-encoding" in self.headers:
+            self.close_connection = True
+            return ""
+        length = int(declared)
+        if length > MAX_BODY:
+            self.close_connection = True
+        return self.rfile.read(min(length, MAX_BODY)).decode("utf-8", "replace")
+
     def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(min(length, 1 << 20)).decode("utf-8", "replace") if length else ""
+        body = self._body()
         headers: dict[str, list[str]] = {}
         for name, value in self.headers.items():
             headers.setdefault(name.lower(), []).append(value)
@@ -34,6 +47,8 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
