@@ -46,7 +46,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.warmup < 0 or (args.rate is not None and args.rate <= 0):
+        parser.error("--duration and --rate must be positive, --warmup not negative")
+    if min(args.threads, args.authz_workers) < 1 or args.connections < args.threads:
+        # wrk refuses fewer connections than threads; 0 threads would divide by zero.
+        parser.error("--threads and --authz-workers must be positive, --connections >= --threads")
     quick = args.quick
     options = RunOptions(
         duration=1.0 if quick else args.duration,
