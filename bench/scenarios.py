@@ -101,7 +101,7 @@ class Lab:
             self.stack, f"ext-authz-{name}", argv, ports, self.workdir, env
         )
         address = f"127.0.0.1:{port}"
-        self.endpoints[address] = [f"127.0.0.1:{port + i}" for i in range(workers)]
+        self.endpoints[address] = [f"127.0.0.1:{worker_port}" for worker_port in ports]
         return process, address
 
     def another_redis(self, name: str) -> str:

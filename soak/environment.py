@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,26 +77,20 @@ def running_gateway(
     def adjust(raw: dict[str, Any]) -> None:
         raw["log_level"] = log_level
 
-    with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="soak-") as scratch, ExitStack() as started:
         directory = Path(scratch)
         redis = RedisServer(directory).start()
-        try:
-            backend = EchoBackend().start()
-            try:
-                stack = start_stack(
-                    directory,
-                    redis,
-                    backend,
-                    adjust,
-                    with_login=True,
-                    idp_args=_idp_args(access_token_ttl),
-                    authz_workers=authz_workers,
-                )
-                try:
-                    yield Environment(stack, redis, _components(stack))
-                finally:
-                    stack.stop()
-            finally:
-                backend.stop()
-        finally:
-            redis.stop()
+        started.callback(redis.stop)
+        backend = EchoBackend().start()
+        started.callback(backend.stop)
+        stack = start_stack(
+            directory,
+            redis,
+            backend,
+            adjust,
+            with_login=True,
+            idp_args=_idp_args(access_token_ttl),
+            authz_workers=authz_workers,
+        )
+        started.callback(stack.stop)
+        yield Environment(stack, redis, _components(stack))

@@ -57,13 +57,12 @@ class Lifecycle:
             self.record.surprise("login", path, expected=f"200 at {path}", response=page)
             return
         cookie = browser.cookies.get(self.stack.cookie_name)
-        session = shared.store.load(SessionCredential.parse(cookie)) if cookie else None
-        if session is None or set(session.tokens) != set(PROVIDERS):
+        credential = SessionCredential.parse(cookie) if cookie else None
+        session = shared.store.load(credential) if credential else None
+        if credential is None or session is None or set(session.tokens) != set(PROVIDERS):
             detail = "no session" if session is None else f"tokens for {sorted(session.tokens)}"
             self.record.surprise("login", path, expected="session for both IdPs", detail=detail)
             return
-        assert cookie is not None
-        credential = SessionCredential.parse(cookie)
         live = LiveSession(
             credential, LOGIN, session.identity.subject, browser, expires_at=session.expires_at
         )
