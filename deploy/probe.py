@@ -15,6 +15,7 @@ project so that it keeps working whatever the packages' layout.
 from __future__ import annotations
 
 import argparse
+import http.client
 import sys
 import urllib.error
 import urllib.request
@@ -51,6 +52,9 @@ def check_http(url: str, timeout: float) -> str | None:
         return f"{url}: HTTP {exc.code}"
     except OSError as exc:  # refused, timed out, reset: all "not healthy"
         return f"{url}: {exc}"
+    # A garbled answer or a malformed URL: one line in the pod's events, not a traceback.
+    except (http.client.HTTPException, ValueError) as exc:
+        return f"{url}: {type(exc).__name__}: {exc}"
 
 
 def build_parser() -> argparse.ArgumentParser:

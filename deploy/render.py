@@ -45,7 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report a stale envoy.yaml")
     args = parser.parse_args(argv)
-    fresh = render()
+    from gateway.errors import ConfigError  # after __main__ has put the repository on the path
+
+    try:
+        fresh = render()
+    except ConfigError as exc:
+        print(f"{GATEWAY_CONFIG.relative_to(DEPLOY_DIR.parent)}: {exc}", file=sys.stderr)
+        return 2
     target = ENVOY_BOOTSTRAP.relative_to(DEPLOY_DIR.parent)
     if args.check:
         current = ENVOY_BOOTSTRAP.read_text(encoding="utf-8") if ENVOY_BOOTSTRAP.exists() else ""
