@@ -8,19 +8,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-GENERATED = ROOT / "gateway" / "proto"
+from devtools.processes import REPO_ROOT
+
+GENERATED = REPO_ROOT / "gateway" / "proto"
 
 
 def main() -> int:
-    protos = sorted((ROOT / "protos").glob("*.proto"))
+    protos = sorted((REPO_ROOT / "protos").glob("*.proto"))
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "grpc_tools.protoc",
-                f"-I{ROOT / 'protos'}",
+                f"-I{REPO_ROOT / 'protos'}",
                 f"--python_out={out}",
                 f"--pyi_out={out}",
                 *map(str, protos),
