@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+import redis
 import yaml
 from pydantic import (
     AfterValidator,
@@ -53,6 +54,15 @@ LOGIN_BINDING_COOKIE = "gateway_login"
 # Set by Envoy (overwriting anything a client sent) on requests to the login app.
 CLIENT_ADDRESS_HEADER = "x-gateway-client-address"
 MAX_DURATION_SECONDS = 10 * 366 * 86400.0
+# Connection options gateway.redis_client sets from redis.timeout (fail fast, no retries, a
+# bounded pool). In the URL they would silently override those, or clash with them.
+_GATEWAY_REDIS_OPTIONS = frozenset(
+    {"socket_timeout", "socket_connect_timeout", "timeout", "retry", "retry_on_timeout",
+     "health_check_interval", "max_connections"}
+)  # fmt: skip
+# redis.key_prefix starts every key and SCAN pattern: no hash tag braces (they would put all
+# sessions in one cluster slot), no glob characters, no spaces.
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:/-]{0,64}$")
 
 
 def _parse_duration(value: Any) -> Any:
@@ -60,7 +70,10 @@ def _parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '30m'")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
     elif isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
@@ -189,7 +202,8 @@ def _host_port(value: str) -> str:
 HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
-def _address(host_port: str) -> tuple[str, int]:
+def split_host_port(host_port: str) -> tuple[str, int]:
+    """A validated ``host:port`` (``[v6]:port`` too) as (host, port), for binding or connecting."""
     host, _, port = host_port.rpartition(":")
     return host.strip("[]"), int(port)
 
@@ -256,13 +270,29 @@ class RedisSettings(_Model):
         mode = info.data.get("mode")
         if mode in ("sentinel", "cluster") and scheme == "unix":
             raise ValueError(f"{mode} mode connects over TCP: use redis:// or rediss://")
-        if mode == "cluster":
-            try:
-                _ = urlsplit(value).port  # raises on a port that is not a number
-            except ValueError:
-                raise ValueError("the port must be a number") from None
-            if _url_db(value) != 0:
-                raise ValueError("the database must be 0 in cluster mode (a cluster has no other)")
+        try:
+            _ = urlsplit(value).port  # raises on a port that is not a number
+        except ValueError:
+            raise ValueError("the port must be a number from 0 to 65535") from None
+        owned = sorted(_GATEWAY_REDIS_OPTIONS & parse_qs(urlsplit(value).query).keys())
+        if owned:
+            raise ValueError(f"the gateway sets {', '.join(owned)} itself: remove it from the URL")
+        try:
+            # The URL's query options become connection arguments. Building one connection
+            # (no I/O) makes an unknown or malformed option fail here, not in every command.
+            redis.ConnectionPool.from_url(value).make_connection()
+        except (TypeError, ValueError) as exc:
+            # redis-py's messages name the option or the port, never the password.
+            raise ValueError(f"is not a usable Redis URL: {exc}") from None
+        if mode == "cluster" and _url_db(value) != 0:
+            raise ValueError("the database must be 0 in cluster mode (a cluster has no other)")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if not _KEY_PREFIX.match(value):
+            raise ValueError("use at most 64 letters, digits and '_', '.', ':', '/' or '-'")
         return value
 
     @field_validator("nodes")
@@ -295,14 +325,14 @@ class RedisSettings(_Model):
     def startup_nodes(self) -> tuple[tuple[str, int], ...]:
         """cluster mode: (host, port) of each node to learn the cluster's layout from."""
         if self.nodes:
-            return tuple(_address(node) for node in self.nodes)
+            return tuple(split_host_port(node) for node in self.nodes)
         parts = urlsplit(self.url)
         return ((parts.hostname or "", parts.port or 6379),)
 
     def sentinel_addresses(self) -> tuple[tuple[str, int], ...]:
         """sentinel mode: (host, port) of each sentinel."""
         assert self.sentinel is not None
-        return tuple(_address(sentinel) for sentinel in self.sentinel.sentinels)
+        return tuple(split_host_port(sentinel) for sentinel in self.sentinel.sentinels)
 
 
 class ExtAuthzSettings(_Model):
@@ -356,10 +386,20 @@ class ExtAuthzSettings(_Model):
             if not value.removeprefix("unix:").startswith("/"):
                 raise ValueError("a unix socket path must be absolute: unix:/path")
             return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not _is_listen_address(value):
             raise ValueError("must be host:port or unix:/path")
         return value
+
+    @model_validator(mode="after")
+    def _worker_ports(self) -> ExtAuthzSettings:
+        if self.workers > 1 and not self.listen.startswith("unix:"):
+            port = int(self.listen.rpartition(":")[2])
+            if port == 0 or port + self.workers - 1 > 65535:
+                raise ValueError(
+                    "listen: several workers need a fixed first port (worker i listens on "
+                    "port+i, up to 65535)"
+                )
+        return self
 
     def endpoints(self) -> tuple[str, ...]:
         """Every worker's listen address, in worker order."""
@@ -371,9 +411,13 @@ class ExtAuthzSettings(_Model):
                 stem, dot, extension = self.listen, "", ""
             return tuple(f"{stem}-{i}{dot}{extension}" for i in range(self.workers))
         host, _, port = self.listen.rpartition(":")
-        if int(port) == 0:
-            raise ValueError("several workers need a fixed first port, not 0")
         return tuple(f"{host}:{int(port) + i}" for i in range(self.workers))
+
+
+def _is_listen_address(value: str) -> bool:
+    """host:port a server can bind (port 0: any free port)."""
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isascii() and port.isdigit() and int(port) <= 65535)
 
 
 def _metrics_listen(value: str | None) -> str | None:
@@ -398,6 +442,13 @@ class LoginAppSettings(_Model):
     @classmethod
     def _metrics(cls, value: str | None) -> str | None:
         return _metrics_listen(value)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if not _is_listen_address(value):
+            raise ValueError("must be host:port")
+        return value
 
     @field_validator("path_prefix")
     @classmethod
@@ -713,6 +764,17 @@ def parse_config(raw: Any, environ: Mapping[str, str] | None = None) -> GatewayC
         raise ConfigError(_describe(exc)) from None
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without the excerpt of the file PyYAML quotes: the offending
+    line may carry a client secret, and this message goes to logs."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(error, yaml.reader.ReaderError):
+        return str(error)  # a character's code and position, no excerpt
+    return type(error).__name__
+
+
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read, override from the environment and validate the configuration file at ``path``."""
     try:
@@ -722,5 +784,5 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from exc
     return parse_config(raw, environ)

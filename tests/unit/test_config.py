@@ -177,6 +177,14 @@ ROUTE = {"name": "extra", "prefix": "/extra/", "upstream": "http://backend.test"
         pytest.param({"envoy": {"listen_port": 70000}}, SECRETS, "envoy.listen_port",
                      id="port-out-of-range"),
         pytest.param({"log_level": "verbose"}, SECRETS, "log_level", id="unknown-log-level"),
+        pytest.param({"session.idle_timeout": 10**400}, SECRETS, "session.idle_timeout",
+                     id="duration-too-large-for-a-float"),
+        pytest.param({"ext_authz": {"listen": "127.0.0.1:0", "workers": 2}}, SECRETS,
+                     "ext_authz", id="several-workers-on-port-0"),
+        pytest.param({"ext_authz": {"listen": "127.0.0.1:65535", "workers": 2}}, SECRETS,
+                     "ext_authz", id="worker-ports-past-65535"),
+        pytest.param({"login_app": {"listen": "localhost"}}, SECRETS, "login_app.listen",
+                     id="login-app-listen-without-port"),
         pytest.param({"bogus": 1}, SECRETS, "bogus", id="unknown-top-level-key"),
     ],
 )
@@ -380,6 +388,7 @@ def test_load_config_on_a_missing_file_is_a_config_error(tmp_path: Path) -> None
         pytest.param(b"- a\n- b\n", "mapping", id="yaml-list"),
         pytest.param(b"", "mapping", id="empty-file"),
         pytest.param(b"public_url: \xff\xfe\n", "cannot read", id="not-utf8"),
+        pytest.param(b"a: 1\nb: [x\n", r"not valid YAML: .* line 3, column 1", id="reports-where"),
     ],
 )
 def test_load_config_on_an_unusable_file_is_a_config_error(
@@ -402,4 +411,12 @@ def test_load_config_on_an_unusable_file_is_a_config_error(
 def test_a_config_error_never_echoes_a_secret(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(valid_data(), environ)
+    assert "hunter2" not in str(raised.value)
+
+
+def test_a_yaml_error_never_quotes_the_line_it_is_on(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("providers:\n  - client_secret: hunter2: oops\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as raised:
+        load_config(path, SECRETS)
     assert "hunter2" not in str(raised.value)

@@ -60,6 +60,23 @@ def config_with(redis: dict[str, Any], environ: dict[str, str] | None = None) ->
         pytest.param({"nodes": ["10.0.0.1:7000"]}, "redis.nodes", "only used in cluster mode",
                      id="nodes-without-cluster-mode"),
         pytest.param({"mode": "replicated"}, "redis.mode", "sentinel", id="unknown-mode"),
+        pytest.param({"url": "redis://10.0.0.1:port/0"}, "redis.url", "port",
+                     id="standalone-port-not-a-number"),
+        pytest.param({"url": "redis://10.0.0.1:99999/0"}, "redis.url", "port",
+                     id="standalone-port-out-of-range"),
+        pytest.param({"url": "redis://10.0.0.1/0?db=two"}, "redis.url", "'db'",
+                     id="db-in-query-not-a-number"),
+        pytest.param({"url": "redis://10.0.0.1/0?colour=blue"}, "redis.url", "'colour'",
+                     id="unknown-url-option"),
+        pytest.param({"url": "redis://10.0.0.1/0?socket_timeout=30"}, "redis.url",
+                     "sets socket_timeout itself", id="url-option-the-gateway-sets"),
+        pytest.param({"mode": "sentinel", "sentinel": SENTINEL,
+                      "url": "redis://m/0?max_connections=1000"}, "redis.url",
+                     "sets max_connections itself", id="sentinel-url-option-the-gateway-sets"),
+        pytest.param({"key_prefix": "gw{1}:"}, "redis.key_prefix", "letters",
+                     id="key-prefix-with-hash-tag"),
+        pytest.param({"key_prefix": "gw*"}, "redis.key_prefix", "letters",
+                     id="key-prefix-with-glob"),
     ],
 )
 def test_an_invalid_redis_block_fails_naming_the_key(
@@ -94,6 +111,25 @@ def test_sentinel_mode_takes_the_master_password_from_the_url_in_the_environment
     environ = {"GATEWAY_REDIS_URL": "rediss://:p4ss@ignored.test/3"}
     settings = config_with({"mode": "sentinel", "sentinel": SENTINEL}, environ).redis
     assert settings.url == "rediss://:p4ss@ignored.test/3"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@redis.test:port/0",
+        "redis://:hunter2@redis.test/0?db=x",
+        "redis://:hunter2@redis.test/0?unknown=1",
+    ],
+)
+def test_a_url_error_never_echoes_the_url_password(url: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_with({}, {"GATEWAY_REDIS_URL": url})
+    assert "hunter2" not in str(raised.value)
+
+
+def test_url_options_redis_py_knows_are_accepted() -> None:
+    url = "rediss://:pw@redis.test:6380/2?ssl_cert_reqs=required&client_name=gateway"
+    assert config_with({"url": url}).redis.url == url
 
 
 def test_a_sentinel_error_never_echoes_the_url_password() -> None:
