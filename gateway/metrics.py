@@ -13,12 +13,15 @@ from contextlib import contextmanager
 from time import perf_counter
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
     multiprocess,
     start_http_server,
 )
+
+from gateway.config import split_host_port
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +56,10 @@ def serve_metrics(listen: str | None, *, multiprocess_dir: str | None = None) ->
     """
     if not listen:
         return
-    host, _, port = listen.rpartition(":")
-    registry = None
+    host, port = split_host_port(listen)
+    registry = REGISTRY
     if multiprocess_dir is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
-    if registry is None:
-        start_http_server(int(port), addr=host)
-    else:
-        start_http_server(int(port), addr=host, registry=registry)
+    start_http_server(port, addr=host, registry=registry)
     logger.info("metrics listening", extra={"address": listen})
