@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from gateway.config import GatewayConfig, load_config, parse_config
+from gateway.config import MAX_DURATION_SECONDS, GatewayConfig, load_config, parse_config
 from gateway.errors import ConfigError, StoreUnavailable
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 2, 3, 4, 5
@@ -89,8 +89,10 @@ def _cmd_login(args: argparse.Namespace) -> int:
     from login_app.server import serve
 
     config = _config(args)
+    if args.listen is not None:  # validated like the file's login_app.listen
+        config = parse_config(_with_overrides(config, "login_app", {"listen": args.listen}))
     configure_logging(config.log_level)
-    serve(config, args.listen, _Reloader(args.config, {}))
+    serve(config, None, _Reloader(args.config, {}))
     return EXIT_OK
 
 
@@ -99,6 +101,23 @@ def _parse_token(text: str) -> tuple[str, str]:
     if not sep or not provider or not token:
         raise argparse.ArgumentTypeError("use PROVIDER=ACCESS_TOKEN")
     return provider, token
+
+
+def _subject(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("a session needs a non-empty user id")
+    return text
+
+
+def _seconds(text: str) -> float:
+    problem = "give a number of seconds from 0 to ten years"
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(problem) from None
+    if not 0 <= seconds <= MAX_DURATION_SECONDS:  # also refuses nan
+        raise argparse.ArgumentTypeError(problem)
+    return seconds
 
 
 def _cmd_session_create(args: argparse.Namespace) -> int:
@@ -285,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = session_commands.add_parser(
         "create", parents=[common], help="create a session in Redis and print its credential"
     )
-    create.add_argument("--user", required=True, help="the subject (user id)")
+    create.add_argument("--user", required=True, type=_subject, help="the subject (user id)")
     create.add_argument("--email")
     create.add_argument("--name")
     create.add_argument("--group", action="append", default=[])
@@ -293,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", action="append", default=[], type=_parse_token, metavar="PROVIDER=TOKEN"
     )
     create.add_argument(
-        "--token-ttl", type=float, default=0, help="seconds until the tokens expire (0: never)"
+        "--token-ttl", type=_seconds, default=0, help="seconds until the tokens expire (0: never)"
     )
     create.set_defaults(handler=_cmd_session_create)
 

@@ -68,3 +68,32 @@ def test_redis_down_is_exit_code_4(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("GATEWAY_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
     code = main(["sessions", "list", "--config", str(ROOT / "gateway.yaml")])
     assert code == EXIT_UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        pytest.param(["--user", "alice", "--token-ttl", "nan"], id="ttl-nan"),
+        pytest.param(["--user", "alice", "--token-ttl", "inf"], id="ttl-infinite"),
+        pytest.param(["--user", "alice", "--token-ttl", "1e300"], id="ttl-beyond-any-expiry"),
+        pytest.param(["--user", "alice", "--token-ttl", "-5"], id="ttl-negative"),
+        pytest.param(["--user", "alice", "--token-ttl", "soon"], id="ttl-not-a-number"),
+        pytest.param(["--user", ""], id="empty-user"),
+    ],
+)
+def test_session_create_refuses_unusable_arguments_as_a_usage_error(
+    arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["session", "create", "--config", str(ROOT / "gateway.yaml"), *arguments])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_login_listen_from_the_command_line_is_validated_like_the_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GATEWAY_SECRET_KEYS", "k" * 40)
+    code = main(["login", "--config", str(ROOT / "gateway.yaml"), "--listen", "localhost"])
+    assert code == EXIT_CONFIG
+    assert "login_app.listen" in capsys.readouterr().err
