@@ -256,6 +256,12 @@ def is_cluster(client: object) -> bool:
     return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.RedisCluster)
 
 
+def reply_text(value: bytes | str) -> str:
+    """A key or hash field from a reply (our clients never decode them) as text. Bytes that
+    are not UTF-8, which the gateway never writes, give replacement characters, not an error."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def publish_each(client: redis.Redis, channel: str, messages: Iterable[str]) -> None:
     """PUBLISH every message on ``channel``; in one round trip where Redis allows it.
 

@@ -8,15 +8,14 @@ effect on the next request everywhere.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
 
-from gateway.redis_client import is_cluster, publish_each, translate_redis_errors
+from gateway.redis_client import is_cluster, publish_each, reply_text, translate_redis_errors
 from gateway.sessions import SessionCodec
-from gateway.store import delete_indexed_records
+from gateway.store import end_indexed_sessions, read_index_entry
 
 
 @dataclass(frozen=True)
@@ -30,41 +29,39 @@ class SessionSummary:
 
 
 class SessionAdmin:
-    def __init__(self, client: redis.Redis, codec: SessionCodec, key_prefix: str) -> None:
+    def __init__(self, client: redis.Redis, codec: SessionCodec) -> None:
         self._redis = client
         self._codec = codec
-        self._user_pattern = f"{key_prefix}user:*"
 
     def _user_indexes(self) -> Iterator[str]:
         # A cluster's keys are spread over its masters: scan every one of them (each with its
         # own cursor), never just the node a keyless command would go to.
         where = {"target_nodes": redis.RedisCluster.PRIMARIES} if is_cluster(self._redis) else {}
-        for key in self._redis.scan_iter(match=self._user_pattern, count=500, **where):
-            yield key.decode() if isinstance(key, bytes) else str(key)
+        pattern = self._codec.user_index_pattern
+        for key in self._redis.scan_iter(match=pattern, count=500, **where):
+            yield reply_text(key)
 
     def _summaries(self, index: str) -> list[SessionSummary]:
-        entries = self._redis.hgetall(index)
-        lookup_ids = [_text(k) for k in entries]  # type: ignore[union-attr]
+        entries = []
+        for raw_id, raw_entry in self._redis.hgetall(index).items():  # type: ignore[union-attr]
+            entry = read_index_entry(raw_entry)
+            if entry is not None:  # a damaged index entry is skipped, never fatal
+                entries.append((reply_text(raw_id), entry))
         pipe = self._redis.pipeline(transaction=False)
-        for lookup_id in lookup_ids:
+        for lookup_id, _ in entries:
             pipe.exists(self._codec.record_key_for(lookup_id))
         alive = pipe.execute()
-        summaries = []
-        for (raw_id, raw_entry), exists in zip(entries.items(), alive, strict=True):  # type: ignore[union-attr]
-            try:
-                entry = json.loads(raw_entry)
-                summaries.append(
-                    SessionSummary(
-                        lookup_id=_text(raw_id),
-                        subject=str(entry["subject"]),
-                        created_at=int(entry["created_at"]),
-                        expires_at=int(entry["expires_at"]),
-                        providers=tuple(entry.get("providers", ())),
-                        active=bool(exists),
-                    )
-                )
-            except (ValueError, KeyError, TypeError):
-                continue  # a damaged index entry is skipped, never fatal
+        summaries = [
+            SessionSummary(
+                lookup_id=lookup_id,
+                subject=entry.subject,
+                created_at=entry.created_at,
+                expires_at=entry.expires_at,
+                providers=entry.providers,
+                active=bool(exists),
+            )
+            for (lookup_id, entry), exists in zip(entries, alive, strict=True)
+        ]
         return sorted(summaries, key=lambda s: s.created_at)
 
     def list_sessions(self, subject: str | None = None) -> list[SessionSummary]:
@@ -79,12 +76,10 @@ class SessionAdmin:
 
     def revoke_user(self, subject: str) -> int:
         """End all of a user's sessions; returns how many were active."""
-        index = self._codec.user_index_key(subject)
         with translate_redis_errors("revoking a user's sessions"):
-            lookup_ids = [_text(k) for k in self._redis.hkeys(index)]  # type: ignore[union-attr]
-            if not lookup_ids:
-                return 0
-            return delete_indexed_records(self._redis, self._codec, index, lookup_ids)
+            return end_indexed_sessions(
+                self._redis, self._codec, self._codec.user_index_key(subject)
+            )
 
     def revoke_session(self, lookup_id_prefix: str) -> SessionSummary | None:
         """End the one session whose lookup id starts with the prefix (at least 8 chars).
@@ -102,12 +97,8 @@ class SessionAdmin:
             return None
         found = matches[0]
         with translate_redis_errors("revoking a session"):
-            # The record, then its index entry (another hash slot): see delete_indexed_records.
+            # The record, then its index entry (another hash slot): see end_indexed_sessions.
             self._redis.delete(self._codec.record_key_for(found.lookup_id))
             self._redis.hdel(self._codec.user_index_key(found.subject), found.lookup_id)
             publish_each(self._redis, self._codec.invalidation_channel, [found.lookup_id])
         return found
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

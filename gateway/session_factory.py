@@ -23,4 +23,4 @@ def async_store(config: GatewayConfig) -> AsyncSessionStore:
 
 
 def session_admin(config: GatewayConfig) -> SessionAdmin:
-    return SessionAdmin(sync_client(config.redis), session_codec(config), config.redis.key_prefix)
+    return SessionAdmin(sync_client(config.redis), session_codec(config))

@@ -176,6 +176,11 @@ class SessionCodec:
         """Set of the lookup ids of one user's sessions (logout everywhere, operator CLI)."""
         return f"{self._prefix}user:{{{_digest(subject)}}}"
 
+    @property
+    def user_index_pattern(self) -> str:
+        """SCAN pattern matching every user's index (the key prefix holds no glob character)."""
+        return f"{self._prefix}user:*"
+
     def provider_session_index_key(self, provider_session_id: str) -> str:
         """Set of the lookup ids born from one IdP session (back-channel logout by sid)."""
         return f"{self._prefix}sid:{{{_digest(provider_session_id)}}}"

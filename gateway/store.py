@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 import redis
 import redis.asyncio
@@ -19,7 +20,7 @@ import redis.asyncio
 from gateway.config import SessionSettings
 from gateway.credentials import SessionCredential
 from gateway.errors import StoreUnavailable
-from gateway.redis_client import keep_current, publish_each, translate_redis_errors
+from gateway.redis_client import keep_current, publish_each, reply_text, translate_redis_errors
 from gateway.sessions import Session, SessionCodec, TokenSet
 
 TOUCH_FRACTION = 0.1
@@ -85,12 +86,10 @@ class SessionStore:
         """Drop entries of sessions past their absolute expiry: each save re-arms the
         index's TTL, so without this an active user's index would only ever grow."""
         expired = []
-        for lookup_id, entry in self._redis.hgetall(index).items():  # type: ignore[union-attr]
-            try:
-                if json.loads(entry)["expires_at"] <= now:
-                    expired.append(lookup_id)
-            except (ValueError, KeyError, TypeError):
-                expired.append(lookup_id)  # a damaged entry helps nobody
+        for lookup_id, raw_entry in self._redis.hgetall(index).items():  # type: ignore[union-attr]
+            entry = read_index_entry(raw_entry)
+            if entry is None or entry.expires_at <= now:  # a damaged entry helps nobody
+                expired.append(lookup_id)
         if expired:
             self._redis.hdel(index, *expired)
 
@@ -105,10 +104,7 @@ class SessionStore:
     def load(self, credential: SessionCredential) -> Session | None:
         with translate_redis_errors("loading a session"):
             sealed = self._redis.get(self._codec.record_key(credential))
-        if sealed is None:
-            return None
-        session = self._codec.decode(credential, _raw(sealed))
-        return None if session.expired_at(time.time()) else session
+        return _live(self._codec, credential, sealed, time.time())
 
     def delete(self, credential: SessionCredential, session: Session | None = None) -> bool:
         """Delete one session (and its index entries when the session is known)."""
@@ -128,28 +124,24 @@ class SessionStore:
     def lookup_ids_of_user(self, subject: str) -> list[str]:
         with translate_redis_errors("reading a user's sessions"):
             keys = self._redis.hkeys(self._codec.user_index_key(subject))
-        return sorted(_text(key) for key in keys)  # type: ignore[union-attr]
+        return sorted(reply_text(key) for key in keys)  # type: ignore[union-attr]
 
     def delete_user_sessions(self, subject: str) -> int:
         """End every session of a user; returns how many records existed."""
-        return self._delete_indexed(self._codec.user_index_key(subject))
+        with translate_redis_errors("deleting indexed sessions"):
+            return end_indexed_sessions(
+                self._redis, self._codec, self._codec.user_index_key(subject)
+            )
 
     def delete_provider_session(self, provider_session_id: str) -> int:
         """End every session born from one IdP session (OIDC back-channel logout by sid)."""
-        return self._delete_indexed(self._codec.provider_session_index_key(provider_session_id))
-
-    def _delete_indexed(self, index: str) -> int:
+        index = self._codec.provider_session_index_key(provider_session_id)
         with translate_redis_errors("deleting indexed sessions"):
-            lookup_ids = [_text(m) for m in self._redis.hkeys(index)]  # type: ignore[union-attr]
-            if not lookup_ids:
-                return 0
-            return delete_indexed_records(self._redis, self._codec, index, lookup_ids)
+            return end_indexed_sessions(self._redis, self._codec, index)
 
 
-def delete_indexed_records(
-    client: redis.Redis, codec: SessionCodec, index: str, lookup_ids: list[str]
-) -> int:
-    """End the sessions ``lookup_ids`` of ``index``; returns how many records existed.
+def end_indexed_sessions(client: redis.Redis, codec: SessionCodec, index: str) -> int:
+    """End every session ``index`` names; returns how many records existed.
 
     The records are in many hash slots (a cluster splits the pipeline between its nodes) and
     none is atomic with the index. So every record is deleted before any index entry goes:
@@ -157,6 +149,9 @@ def delete_indexed_records(
     a live session missing from its index. Only the entries read are removed (not the whole
     index), so a session added meanwhile stays indexed.
     """
+    lookup_ids = [reply_text(field) for field in client.hkeys(index)]  # type: ignore[union-attr]
+    if not lookup_ids:
+        return 0
     pipe = client.pipeline(transaction=False)
     for lookup_id in lookup_ids:
         pipe.delete(codec.record_key_for(lookup_id))
@@ -184,11 +179,9 @@ class AsyncSessionStore:
             pipe.get(key)
             pipe.pttl(key)
             sealed, remaining_ms = await pipe.execute()
-        if sealed is None:
-            return None
-        session = self._codec.decode(credential, sealed)
         now = time.time()
-        if session.expired_at(now):
+        session = _live(self._codec, credential, sealed, now)
+        if session is None:
             return None
         new_ttl = touch_ttl_ms(session, self._settings, now, int(remaining_ms))
         if new_ttl is not None:
@@ -205,10 +198,7 @@ class AsyncSessionStore:
         """The session as Redis has it now (no idle slide): used around refreshes."""
         with translate_redis_errors("reloading a session"):
             sealed = await self._redis.get(self._codec.record_key(credential))
-        if sealed is None:
-            return None
-        session = self._codec.decode(credential, _raw(sealed))
-        return None if session.expired_at(time.time()) else session
+        return _live(self._codec, credential, sealed, time.time())
 
     async def replace_tokens(
         self,
@@ -292,8 +282,47 @@ def index_entry(session: Session) -> str:
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+@dataclass(frozen=True)
+class IndexEntry:
+    """An index entry as :func:`index_entry` writes it."""
+
+    subject: str
+    created_at: int
+    expires_at: int
+    providers: tuple[str, ...]
+
+
+# Past the year 9999 no session expires, and time.gmtime() may refuse the value.
+_LAST_SECOND = 253_402_300_799
+
+
+def read_index_entry(raw: bytes | str) -> IndexEntry | None:
+    """The entry :func:`index_entry` wrote; None for anything else (damaged data in Redis is
+    pruned or skipped, never fatal)."""
+    try:
+        data = json.loads(raw)
+        subject, providers = data["subject"], data.get("providers", [])
+        times = (data["created_at"], data["expires_at"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if not (
+        isinstance(subject, str)
+        and all(type(t) is int and 0 <= t <= _LAST_SECOND for t in times)
+        and isinstance(providers, list)
+        and all(isinstance(p, str) for p in providers)
+    ):
+        return None
+    return IndexEntry(subject, times[0], times[1], tuple(providers))
+
+
+def _live(
+    codec: SessionCodec, credential: SessionCredential, sealed: bytes | str | None, now: float
+) -> Session | None:
+    """The session a stored record holds, None when there is none or it has expired."""
+    if sealed is None:
+        return None
+    session = codec.decode(credential, _raw(sealed))
+    return None if session.expired_at(now) else session
 
 
 def _raw(value: bytes | str) -> bytes:

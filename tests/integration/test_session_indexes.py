@@ -1,0 +1,104 @@
+"""Damaged entries in the session indexes Redis keeps: skipped, pruned, never fatal."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.config import GatewayConfig, parse_config
+from gateway.credentials import SessionCredential
+from gateway.redis_client import sync_client
+from gateway.session_factory import session_admin, session_codec, sync_store
+from gateway.sessions import Identity, Session
+from tests.support.servers import RedisServer, base_config, gateway_env
+
+pytestmark = pytest.mark.integration
+
+DAMAGED_ENTRIES: dict[bytes, bytes] = {
+    b"not-json": b"{",
+    b"a-list": b"[1, 2]",
+    b"no-subject": json.dumps({"created_at": 1, "expires_at": 2}).encode(),
+    b"infinite-time": b'{"subject": "erin", "created_at": 1e999, "expires_at": 1e999}',
+    b"beyond-the-calendar": json.dumps(
+        {"subject": "erin", "created_at": 10**20, "expires_at": 10**20}
+    ).encode(),
+    b"time-as-text": json.dumps({"subject": "erin", "created_at": "1", "expires_at": "2"}).encode(),
+    b"providers-not-text": json.dumps(
+        {"subject": "erin", "created_at": 1, "expires_at": 4102444800, "providers": [1]}
+    ).encode(),
+    b"deeply-nested": b"[" * 100_000,
+}
+# A well-formed entry under a name that is not UTF-8: listed (as ended, no record has that
+# name) and kept until it expires, like any entry, but never a crash.
+ODD_NAME = b"\xff\xfe-not-utf8"
+ODD_ENTRY = json.dumps({"subject": "erin", "created_at": 1, "expires_at": 4102444800}).encode()
+
+
+@pytest.fixture
+def config(redis_server: RedisServer) -> GatewayConfig:
+    raw = base_config(redis_url=redis_server.url, backend_url="http://127.0.0.1:9")
+    raw["redis"]["key_prefix"] = f"t{secrets.token_hex(6)}:"  # every test its own keys
+    return parse_config(raw, gateway_env())
+
+
+def save_session(config: GatewayConfig, user: str) -> SessionCredential:
+    now = int(time.time())
+    credential = SessionCredential.generate()
+    sync_store(config).save(credential, Session(Identity(user), now, now + 3600))
+    return credential
+
+
+def damage_index(config: GatewayConfig, user: str) -> str:
+    index = session_codec(config).user_index_key(user)
+    entries = {**DAMAGED_ENTRIES, ODD_NAME: ODD_ENTRY}
+    sync_client(config.redis).hset(index, mapping=entries)  # type: ignore[arg-type]
+    return index
+
+
+def test_operators_list_the_good_sessions_of_an_index_with_damaged_entries(
+    config: GatewayConfig,
+) -> None:
+    good = save_session(config, "erin")
+    damage_index(config, "erin")
+    for listed in (
+        session_admin(config).list_sessions("erin"),
+        session_admin(config).list_sessions(),
+    ):
+        states = {summary.lookup_id: summary.active for summary in listed}
+        assert states == {ODD_NAME.decode("utf-8", "replace"): False, good.lookup_id: True}
+
+
+def test_the_sessions_command_lists_and_revokes_despite_damaged_entries(
+    config: GatewayConfig, tmp_path: Path
+) -> None:
+    good = save_session(config, "erin")
+    damage_index(config, "erin")
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+
+    def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args, "--config", str(config_path)],
+            capture_output=True, text=True, env=gateway_env(), timeout=30, check=False,
+        )  # fmt: skip
+
+    for listing in (["sessions", "list"], ["sessions", "list", "--json"]):
+        listed = gateway(*listing)
+        assert listed.returncode == 0, listed.stderr
+        assert good.lookup_id[:16] in listed.stdout
+    revoked = gateway("sessions", "revoke", "--user", "erin")
+    assert revoked.returncode == 0, revoked.stderr
+    assert sync_store(config).load(good) is None
+
+
+def test_the_next_save_prunes_damaged_entries_from_the_index(config: GatewayConfig) -> None:
+    index = damage_index(config, "erin")
+    good = save_session(config, "erin")
+    assert set(sync_client(config.redis).hkeys(index)) == {good.lookup_id.encode(), ODD_NAME}
