@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.jwt import ClaimsOption
 
 from gateway.config import Provider
 from gateway.errors import ProviderRejected, ProviderUnavailable, TokenInvalid
@@ -64,7 +66,16 @@ class ProviderClient:
         self.id = provider.id
         self.redirect_uri = redirect_uri
         self._http = requests.Session()
+        # oauth2 endpoints come from the config: built once. oidc ones come from discovery.
         self._endpoints: Endpoints | None = None
+        if not self.is_oidc:
+            assert provider.authorize_url and provider.token_url  # the config guarantees both
+            self._endpoints = Endpoints(
+                provider.authorize_url,
+                provider.token_url,
+                provider.userinfo_url,
+                provider.revocation_url,
+            )
         self._endpoints_at = 0.0
         self._endpoints_lock = threading.Lock()
         self._keys = _KeyCache()
@@ -84,9 +95,8 @@ class ProviderClient:
     def endpoints(self) -> Endpoints:
         """Configured endpoints (oauth2) or the discovery document's (oidc), cached."""
         if not self.is_oidc:
-            p = self.provider
-            assert p.authorize_url and p.token_url  # the config guarantees both for oauth2
-            return Endpoints(p.authorize_url, p.token_url, p.userinfo_url, p.revocation_url)
+            assert self._endpoints is not None
+            return self._endpoints
         with self._endpoints_lock:
             if self._endpoints is None or time.time() - self._endpoints_at > METADATA_TTL:
                 self._endpoints = self._discover()
@@ -138,7 +148,7 @@ class ProviderClient:
                 assert jwks_uri is not None
                 try:
                     cache.keys = KeySet.import_key_set(self._get_json(jwks_uri, "JWKS"))  # type: ignore[arg-type]
-                except (JoseError, ValueError, TypeError) as exc:
+                except (JoseError, KeyError, ValueError, TypeError) as exc:
                     raise ProviderUnavailable("JWKS does not parse", provider=self.id) from exc
                 cache.fetched_at = time.time()
             assert cache.keys is not None
@@ -168,23 +178,47 @@ class ProviderClient:
 
     def exchange_code(self, code: str, code_verifier: str) -> dict[str, Any]:
         """Trade the authorization code for tokens (the provider enforces single use)."""
+        return self._token_request(
+            "code exchange",
+            lambda oauth: oauth.fetch_token(
+                self.endpoints().token_url,
+                code=code,
+                code_verifier=code_verifier,
+                timeout=HTTP_TIMEOUT,
+            ),
+        )
+
+    def _token_request(
+        self, what: str, request: Callable[[OAuth2Session], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """One token endpoint request; whatever it fails with becomes ours here.
+
+        ProviderRejected carries the provider's error code (``invalid_grant``, ...);
+        ProviderUnavailable is anything that may work later (network, timeout, 5xx, a
+        ``server_error`` reply) and any reply but 200 that Authlib did not treat as an error.
+        """
+        statuses: list[int] = []
         try:
             with self._oauth() as oauth:
-                token = oauth.fetch_token(
-                    self.endpoints().token_url,
-                    code=code,
-                    code_verifier=code_verifier,
-                    timeout=HTTP_TIMEOUT,
+                oauth.hooks["response"].append(
+                    lambda reply, *_, **__: statuses.append(reply.status_code)
                 )
+                reply = request(oauth)
         except AuthlibBaseError as exc:
+            # The error code is whatever JSON the provider sent: only a string is one.
+            error = exc.error if isinstance(exc.error, str) else ""
+            if (statuses and statuses[-1] >= 500) or error in _TRANSIENT_ERRORS:
+                raise ProviderUnavailable(f"{what} failed: {error}", provider=self.id) from exc
             raise ProviderRejected(
-                f"the provider refused the code: {exc.error}", provider=self.id, error=exc.error
+                f"{what} refused: {error}", provider=self.id, error=error
             ) from exc
         except (requests.RequestException, ValueError) as exc:
             raise ProviderUnavailable(
                 "the provider could not be reached", provider=self.id
             ) from exc
-        return dict(token)
+        if statuses and statuses[-1] != 200:
+            raise ProviderUnavailable(f"{what} answered {statuses[-1]}", provider=self.id)
+        return dict(reply)
 
     def token_set(self, reply: dict[str, Any], now: float) -> TokenSet:
         """A TokenSet from a token endpoint reply, refusing replies that lack what we need."""
@@ -229,30 +263,15 @@ class ProviderClient:
         """
         if not tokens.refresh_token:
             raise ProviderRejected("no refresh token", provider=self.id, error="invalid_grant")
-        statuses: list[int] = []
-        try:
-            with self._oauth() as oauth:
-                oauth.hooks["response"].append(
-                    lambda reply, *_, **__: statuses.append(reply.status_code)
-                )
-                reply = oauth.refresh_token(
-                    self.endpoints().token_url,
-                    refresh_token=tokens.refresh_token,
-                    timeout=HTTP_TIMEOUT,
-                )
-        except AuthlibBaseError as exc:
-            if (statuses and statuses[-1] >= 500) or exc.error in _TRANSIENT_ERRORS:
-                raise ProviderUnavailable(f"refresh failed: {exc.error}", provider=self.id) from exc
-            raise ProviderRejected(
-                f"refresh refused: {exc.error}", provider=self.id, error=exc.error or ""
-            ) from exc
-        except (requests.RequestException, ValueError) as exc:
-            raise ProviderUnavailable(
-                "the provider could not be reached", provider=self.id
-            ) from exc
-        if statuses and statuses[-1] != 200:
-            raise ProviderUnavailable(f"refresh answered {statuses[-1]}", provider=self.id)
-        fresh = self.token_set(dict(reply), now)
+        reply = self._token_request(
+            "refresh",
+            lambda oauth: oauth.refresh_token(
+                self.endpoints().token_url,
+                refresh_token=tokens.refresh_token,
+                timeout=HTTP_TIMEOUT,
+            ),
+        )
+        fresh = self.token_set(reply, now)
         return replace(
             fresh,
             refresh_token=fresh.refresh_token or tokens.refresh_token,
@@ -264,77 +283,79 @@ class ProviderClient:
 
     def verify_id_token(self, id_token: str, nonce: str, now: float) -> dict[str, Any]:
         """Claims of a valid ID token for this client and this login attempt's nonce."""
-        claims = self._verify_jwt(id_token, TokenInvalid)
-        registry = jwt.JWTClaimsRegistry(
-            now=int(now),
-            leeway=CLOCK_SKEW,
-            iss={"essential": True, "value": self._issuer},
+        return self._verified_claims(
+            id_token,
+            now,
+            "ID token",
             sub={"essential": True},
             exp={"essential": True},
-            iat={"essential": True},
             nonce={"essential": True, "value": nonce},
         )
-        try:
-            registry.validate(claims)
-        except JoseError as exc:
-            raise TokenInvalid(f"ID token claim refused: {exc}", provider=self.id) from exc
-        self._check_audience(claims, TokenInvalid)
-        iat = claims["iat"]
-        if not isinstance(iat, int | float) or iat < now - MAX_ID_TOKEN_AGE:
-            raise TokenInvalid("ID token is too old", provider=self.id)
-        return claims
 
     def verify_logout_token(self, logout_token: str, now: float) -> dict[str, Any]:
         """Claims of a valid OIDC back-channel logout token (Back-Channel Logout 1.0 §2.6)."""
-        claims = self._verify_jwt(logout_token, TokenInvalid)
+        claims = self._verified_claims(logout_token, now, "logout token", jti={"essential": True})
+        events = claims.get("events")
+        if not isinstance(events, dict) or _BACKCHANNEL_EVENT not in events:
+            raise TokenInvalid("logout token lacks the back-channel logout event", provider=self.id)
+        if "nonce" in claims:
+            raise TokenInvalid("a logout token must not carry a nonce", provider=self.id)
+        if not (_opt_str(claims.get("sid")) or _opt_str(claims.get("sub"))):
+            raise TokenInvalid("logout token names neither sid nor sub", provider=self.id)
+        return claims
+
+    def _verified_claims(
+        self, token: str, now: float, what: str, **required: ClaimsOption
+    ) -> dict[str, Any]:
+        """Claims of a JWT signed by this provider, issued to this client lately.
+
+        The registry also refuses an ``iat`` that is no number or lies in the future.
+        """
+        claims = self._verify_jwt(token)
         registry = jwt.JWTClaimsRegistry(
             now=int(now),
             leeway=CLOCK_SKEW,
             iss={"essential": True, "value": self._issuer},
             iat={"essential": True},
-            jti={"essential": True},
+            **required,
         )
         try:
             registry.validate(claims)
         except JoseError as exc:
-            raise TokenInvalid(f"logout token claim refused: {exc}", provider=self.id) from exc
-        self._check_audience(claims, TokenInvalid)
-        events = claims.get("events")
-        if not isinstance(events, dict) or _BACKCHANNEL_EVENT not in events:
-            raise TokenInvalid("logout token lacks the back-channel logout event")
-        if "nonce" in claims:
-            raise TokenInvalid("a logout token must not carry a nonce")
-        if not (_opt_str(claims.get("sid")) or _opt_str(claims.get("sub"))):
-            raise TokenInvalid("logout token names neither sid nor sub")
-        if claims["iat"] < now - MAX_ID_TOKEN_AGE or claims["iat"] > now + CLOCK_SKEW:
-            raise TokenInvalid("logout token is not fresh")
+            raise TokenInvalid(f"{what} claim refused: {exc}", provider=self.id) from exc
+        self._check_audience(claims)
+        if claims["iat"] < now - MAX_ID_TOKEN_AGE:
+            raise TokenInvalid(f"{what} is too old", provider=self.id)
         return claims
 
-    def _verify_jwt(self, token: str, error: type[TokenInvalid]) -> dict[str, Any]:
+    def _verify_jwt(self, token: str) -> dict[str, Any]:
         try:
             header = jws.extract_compact(token.encode("ascii")).protected
         except (JoseError, ValueError, UnicodeError) as exc:
-            raise error("token is not a compact JWS", provider=self.id) from exc
+            raise TokenInvalid("token is not a compact JWS", provider=self.id) from exc
         if header.get("alg") not in ALLOWED_ALGORITHMS:
-            raise error(f"token algorithm {header.get('alg')!r} is not allowed", provider=self.id)
+            raise TokenInvalid(
+                f"token algorithm {header.get('alg')!r} is not allowed", provider=self.id
+            )
         kid = header.get("kid")
         keys = self._key_set(kid if isinstance(kid, str) else None)
         try:
             decoded = jwt.decode(token, keys, algorithms=list(ALLOWED_ALGORITHMS))
-        except (JoseError, ValueError) as exc:
-            raise error(f"token signature does not verify: {exc}", provider=self.id) from exc
+        # TypeError: joserfc 1.8 iterates a "crit" header without checking it is a list.
+        except (JoseError, ValueError, TypeError) as exc:
+            raise TokenInvalid(f"token signature does not verify: {exc}", provider=self.id) from exc
         return dict(decoded.claims)
 
-    def _check_audience(self, claims: dict[str, Any], error: type[TokenInvalid]) -> None:
+    def _check_audience(self, claims: dict[str, Any]) -> None:
         client_id = self.provider.client_id
         audience = claims.get("aud")
         audiences = [audience] if isinstance(audience, str) else audience
         if not isinstance(audiences, list) or client_id not in audiences:
-            raise error("token is meant for another client", provider=self.id)
+            raise TokenInvalid("token is meant for another client", provider=self.id)
         azp = claims.get("azp")
         # OIDC Core §3.1.3.7: with several audiences the authorized party must be us.
         if (azp is not None or len(audiences) > 1) and azp != client_id:
-            raise error("token's authorized party is another client", provider=self.id)
+            raise TokenInvalid("token's authorized party is another client", provider=self.id)
 
     def identity_from_claims(
         self, claims: dict[str, Any], keep: frozenset[str] = frozenset()
@@ -366,7 +387,8 @@ class ProviderClient:
             raise ProviderRejected("the provider has no userinfo endpoint", provider=self.id)
         info = self._get_json(url, "userinfo", headers={"Authorization": f"Bearer {access_token}"})
         subject = info.get("sub", info.get("id"))
-        if subject in (None, ""):
+        # GitLab names users by an integer id; a list, object, bool or "" names nobody.
+        if isinstance(subject, bool) or not isinstance(subject, str | int) or subject == "":
             raise ProviderRejected("userinfo names no subject", provider=self.id)
         return self.identity_from_claims({**info, "sub": subject, "sid": None}, keep)
 
