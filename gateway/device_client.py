@@ -87,7 +87,10 @@ def _json(response: requests.Response) -> dict[str, Any]:
 
 
 def _checked_base_url(public_url: str) -> str:
-    parts = urlsplit(public_url)
+    try:
+        parts = urlsplit(public_url)
+    except ValueError as exc:  # e.g. an unclosed "[" around an IPv6 address
+        raise DeviceLoginError("insecure_url", f"{public_url!r} is not a URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DeviceLoginError("insecure_url", f"{public_url!r} is not an http(s) URL")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
@@ -106,7 +109,7 @@ def _authorization(body: dict[str, Any]) -> DeviceAuthorization:
             expires_in=int(body["expires_in"]),
             interval=max(1, int(body.get("interval", 5))),  # RFC 8628 §3.2: default 5
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: Infinity
         raise DeviceLoginError("bad_reply", f"the start reply is malformed: {exc!r}") from exc
     return authorization
 
@@ -150,23 +153,21 @@ def _poll(
     deadline = time.monotonic() + authorization.expires_in
     failures = 0
     while True:
-        sleep(interval)
-        if time.monotonic() > deadline:
+        # Never past the code's lifetime, however long an interval the server asks for.
+        sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
             raise DeviceLoginError("expired_token", _MESSAGES["expired_token"])
         try:
             reply = client.post(
                 "/cli/token",
                 {"grant_type": GRANT_TYPE, "device_code": authorization.device_code},
             )
+            if reply.status_code >= 500:
+                raise DeviceLoginError("unavailable", f"the server answered {reply.status_code}")
         except DeviceLoginError:
             failures += 1
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise
-            continue
-        if reply.status_code >= 500:
-            failures += 1
-            if failures >= MAX_CONSECUTIVE_FAILURES:
-                raise DeviceLoginError("unavailable", f"the server answered {reply.status_code}")
             continue
         failures = 0
         body = _json(reply)
