@@ -21,14 +21,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
-from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
 from gateway.config import CLIENT_ADDRESS_HEADER
 from gateway.credentials import SessionCredential
-from gateway.crypto import RecordCipher
-from gateway.errors import SessionInvalid, StoreUnavailable
+from gateway.errors import ProviderFailure, StoreUnavailable
 from gateway.sessions import Session
+from login_app.cookies import parse_credential
 from login_app.device_codes import (
     GUESS_LIMIT,
     GUESS_WINDOW_SECONDS,
@@ -43,17 +42,17 @@ from login_app.device_codes import (
     display_user_code,
     normalize_user_code,
 )
-from login_app.device_store import APP_EXTENSION, DeviceCodeStore, DeviceRecord, device_codes
+from login_app.device_store import DeviceRecord, device_codes
 from login_app.errors import LoginError, LoginUnavailable
 from login_app.login import DeviceLoginLapsed, start_device_login
-from login_app.pages import error_response
-from login_app.services import Services, parse_credential, services
+from login_app.pages import as_login_error, error_json, error_page
+from login_app.services import Services, services
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("cli_login", __name__)
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 §3.4
-# pages.wants_json() answers JSON for every path under /cli/; these two are browser pages.
+# A person's browser sees these two; errors elsewhere here are for a CLI: JSON (RFC 8628 §3.5).
 _BROWSER_ENDPOINTS = frozenset({"cli_login.approve_page", "cli_login.approve"})
 _EXPLANATIONS = {
     "unknown_user_code": "Check the code your terminal shows and type it again. Each code "
@@ -67,15 +66,6 @@ _EXPLANATIONS = {
     "in, so the command-line tool was not logged in. Start the login in your terminal again.",
     "unavailable": "A service the login needs is not answering. Please try again shortly.",
 }
-
-
-@blueprint.record_once
-def _build_store(state: BlueprintSetupState) -> None:
-    svc: Services = state.app.extensions["gateway"]
-    cipher = RecordCipher(svc.config.session.secret_keys)
-    state.app.extensions[APP_EXTENSION] = DeviceCodeStore(
-        svc.redis, cipher, svc.config.redis.key_prefix
-    )
 
 
 def _client() -> str:
@@ -212,13 +202,10 @@ def _pending_record(user_code: str) -> DeviceRecord:
 def _approver(svc: Services) -> tuple[SessionCredential, Session] | None:
     # Only a browser's cookie approves: a CLI's bearer token must not approve another CLI.
     credential = parse_credential(request.cookies.get(svc.config.cookie_name))
-    if credential is None:
+    session = svc.live_session(credential)
+    if credential is None or session is None:
         return None
-    try:
-        session = svc.sessions.load(credential)
-    except SessionInvalid:
-        return None
-    return (credential, session) if session is not None else None
+    return credential, session
 
 
 def _approve_url(svc: Services, user_code: str | None) -> str:
@@ -242,39 +229,36 @@ def _refuse_cross_site(svc: Services) -> None:
         raise ApprovalForged("the browser says the approval came from another site")
 
 
-def _error_page(error: LoginError) -> tuple[str, int, dict[str, str]]:
-    page = render_template(
-        "error.html",
-        title=error.title,
-        message=_EXPLANATIONS.get(error.code, "The request could not be completed."),
-        code=error.code,
-        provider=None,
-        retry_url=None,
-        home_url=services().config.public_url + "/",
-    )
+def _respond(error: LoginError) -> tuple[BaseResponse, int] | tuple[str, int, dict[str, str]]:
+    return _page(error) if request.endpoint in _BROWSER_ENDPOINTS else error_json(error)
+
+
+def _page(error: LoginError) -> tuple[str, int, dict[str, str]]:
+    message = _EXPLANATIONS.get(error.code, "The request could not be completed.")
     headers = {"Retry-After": str(GUESS_WINDOW_SECONDS)} if error.status == 429 else {}
-    return page, error.status, headers
+    return error_page(error, message, retry_url=None), error.status, headers
 
 
 @blueprint.errorhandler(LoginError)
 def _login_error(error: LoginError):  # type: ignore[no-untyped-def]
     logger.info("cli login error", extra={"code": error.code, "detail": str(error)})
-    if request.endpoint in _BROWSER_ENDPOINTS:
-        return _error_page(error)
-    return error_response(error)
+    return _respond(error)
+
+
+@blueprint.errorhandler(ProviderFailure)
+def _provider_failure(error: ProviderFailure):  # type: ignore[no-untyped-def]
+    """Approving starts a login: the provider's discovery can fail there."""
+    return _login_error(as_login_error(error))
 
 
 @blueprint.app_errorhandler(DeviceLoginLapsed)
 def _device_login_lapsed(error: DeviceLoginLapsed):  # type: ignore[no-untyped-def]
     """Raised where an approval's login sequence ends (login.callback); explained here."""
     logger.info("cli login error", extra={"code": error.code, "detail": str(error)})
-    return _error_page(error)
+    return _page(error)
 
 
 @blueprint.errorhandler(StoreUnavailable)
 def _store_unavailable(error: StoreUnavailable):  # type: ignore[no-untyped-def]
     logger.warning("redis unavailable", extra={"detail": str(error)})
-    unavailable = LoginUnavailable(str(error))
-    if request.endpoint in _BROWSER_ENDPOINTS:
-        return _error_page(unavailable)
-    return error_response(unavailable)
+    return _respond(LoginUnavailable(str(error)))

@@ -11,9 +11,9 @@ from flask import Request
 from werkzeug.wrappers import Response
 
 from gateway.config import LOGIN_BINDING_COOKIE, GatewayConfig
-from gateway.credentials import SessionCredential
+from gateway.credentials import SessionCredential, looks_like_credential
+from gateway.errors import CredentialError
 from login_app.attempts import ATTEMPT_TTL_SECONDS
-from login_app.services import parse_credential
 
 
 def binding_cookie_name(config: GatewayConfig) -> str:
@@ -56,9 +56,19 @@ def expire_binding_cookie(response: Response, config: GatewayConfig) -> None:
     _set(response, config, binding_cookie_name(config), "", 0)
 
 
+def parse_credential(text: str | None) -> SessionCredential | None:
+    """A credential from a cookie or bearer value; None for anything unusable."""
+    if not text:
+        return None
+    try:
+        return SessionCredential.parse(text)
+    except CredentialError:
+        return None
+
+
 def request_credential(request: Request, config: GatewayConfig) -> SessionCredential | None:
     """The session credential a request carries: bearer token first, then the cookie."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip().startswith("gws_"):
+    if scheme.lower() == "bearer" and looks_like_credential(token.strip()):
         return parse_credential(token.strip())
     return parse_credential(request.cookies.get(config.cookie_name))

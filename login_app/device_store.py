@@ -16,6 +16,7 @@ and refuses WATCH.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,15 +46,11 @@ from login_app.device_codes import (
 )
 from login_app.errors import LoginError
 
-# Where an app keeps its store, built by cli_login at registration. The accessor lives here
-# because login.py needs it too (to hand a finished CLI login to its device) and cli_login
-# imports login.py.
-APP_EXTENSION = "gateway.device_codes"
-
 
 def device_codes() -> DeviceCodeStore:
-    """The current app's device store."""
-    return current_app.extensions[APP_EXTENSION]  # type: ignore[no-any-return]
+    """The current app's device store (part of its services, so a reload replaces it too)."""
+    # Not through login_app.services.services(): that module imports this one.
+    return current_app.extensions["gateway"].device_codes  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +160,10 @@ class DeviceCodeStore:
             device_id = self._redis.get(self.user_code_key(user_code))
             if device_id is None:
                 return None
-            device_id = bytes(device_id).decode("ascii")  # type: ignore[arg-type]
+            try:
+                device_id = bytes(device_id).decode("ascii")  # type: ignore[arg-type]
+            except UnicodeDecodeError:
+                return None  # only ever a hex id is written here: nothing it could name
             fields = self._redis.hgetall(self.record_key(device_id))
         return DeviceRecord.from_fields(device_id, fields)
 
@@ -217,7 +217,7 @@ class DeviceCodeStore:
 
     def poll(self, device_code: str, now: float) -> tuple[PollResult, DeviceGrant | None]:
         """One poll of the token endpoint; an approved credential is handed out only once."""
-        if not device_code or len(device_code) > MAX_DEVICE_CODE_LENGTH:
+        if not _DEVICE_CODE.fullmatch(device_code):
             return PollResult.INVALID_GRANT, None
         device_id = device_id_for(device_code)
         key = self.record_key(device_id)
@@ -295,6 +295,10 @@ class DeviceCodeStore:
         with translate_redis_errors("counting requests"):
             self._refund(keys=[self._counter_key(kind, client)])
 
+
+# What new_device_code() makes is URL-safe base64; anything else (say a lone surrogate in a
+# JSON body, which UTF-8 cannot encode) is no device code.
+_DEVICE_CODE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_DEVICE_CODE_LENGTH}}}")
 
 # DECR keeps the window's TTL; a key that expired meanwhile is recreated by DECR without one,
 # so it is deleted rather than left behind forever.

@@ -20,12 +20,12 @@ from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from gateway.credentials import SessionCredential
-from gateway.errors import SessionInvalid
 from gateway.sessions import Session
 from gateway.store import new_session_times
 from login_app.attempts import LoginAttempt, binding_bytes, new_binding
 from login_app.cookies import (
     binding_cookie_name,
+    parse_credential,
     set_binding_cookie,
     set_session_cookie,
 )
@@ -39,7 +39,7 @@ from login_app.errors import (
 )
 from login_app.metrics import LOGINS
 from login_app.redirects import safe_redirect_target
-from login_app.services import Services, parse_credential, request_session, services
+from login_app.services import Services, request_session, services
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("login", __name__)
@@ -101,7 +101,7 @@ def start_device_login(svc: Services, device_id: str, approver_subject: str) -> 
         raise LoginError("no provider is configured for login")
     attempt = svc.attempts.start(
         svc.url("/cli/approve"),  # never followed: the finish shows a page instead
-        svc.login_sequence,
+        list(svc.login_sequence),
         for_device=device_id,
         approver_subject=approver_subject,
     )
@@ -182,7 +182,7 @@ def callback() -> Response | str:
         if attempt.carried_subject and attempt.carried_subject != identity.subject:
             # Another person logged in: nothing of the previous user's session carries over.
             attempt.tokens = {}
-            attempt.steps = svc.login_sequence
+            attempt.steps = list(svc.login_sequence)
             attempt.step = 0
         attempt.identity = asdict(identity)
     attempt.add_tokens(client.id, tokens)
@@ -200,7 +200,7 @@ def _finish(svc: Services, attempt: LoginAttempt, now: float) -> Response | str:
         raise LoginError("the login sequence produced no identity")
     created_at, expires_at = new_session_times(svc.config.session, now)
     replaced = parse_credential(attempt.replaces)
-    old = _still_live(svc, replaced)
+    old = svc.live_session(replaced)
     identity_carried = svc.login_sequence[0] not in attempt.steps
     if identity_carried and replaced is not None:
         # This login only added providers to an existing session: it must not outlive that
@@ -220,15 +220,6 @@ def _finish(svc: Services, attempt: LoginAttempt, now: float) -> Response | str:
     response = redirect(attempt.redirect_url)
     set_session_cookie(response, svc.config, credential)
     return response
-
-
-def _still_live(svc: Services, credential: SessionCredential | None) -> Session | None:
-    if credential is None:
-        return None
-    try:
-        return svc.sessions.load(credential)
-    except SessionInvalid:
-        return None
 
 
 def _hand_to_device(

@@ -42,33 +42,43 @@ _EXPLANATIONS = {
 
 def wants_json() -> bool:
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json" or request.path.startswith(
-        services().config.login_app.path_prefix + "/cli/"
-    )
+    return best == "application/json"
 
 
 def error_response(error: LoginError) -> tuple[Response | str, int]:
-    config = services().config
-    message = _EXPLANATIONS.get(error.code, "The login did not succeed.")
-    if error.code == "provider_error" and str(error):
-        message = f"{message} It said: {str(error)[:200]}"
+    """The error as JSON for API clients, else as a page with a link to log in again."""
     if wants_json():
-        return jsonify(error=error.code, message=message), error.status
+        return error_json(error)
     retry_url = None
     if error.retry:
-        retry_url = (
-            services().url("/login") + "?" + urlencode({"redirect_url": config.public_url + "/"})
-        )
-    page = render_template(
+        public_root = services().config.public_url + "/"
+        retry_url = services().url("/login") + "?" + urlencode({"redirect_url": public_root})
+    return error_page(error, _explanation(error), retry_url=retry_url), error.status
+
+
+def error_json(error: LoginError) -> tuple[Response, int]:
+    """``{"error", "message"}`` with the error's status."""
+    return jsonify(error=error.code, message=_explanation(error)), error.status
+
+
+def error_page(error: LoginError, message: str, *, retry_url: str | None) -> str:
+    """The error page, telling a person ``message``; the exception's own text is not shown."""
+    return render_template(
         "error.html",
         title=error.title,
         message=message,
         code=error.code,
         provider=error.provider,
         retry_url=retry_url,
-        home_url=config.public_url + "/",
+        home_url=services().config.public_url + "/",
     )
-    return page, error.status
+
+
+def _explanation(error: LoginError) -> str:
+    message = _EXPLANATIONS.get(error.code, "The login did not succeed.")
+    if error.code == "provider_error" and str(error):
+        message = f"{message} It said: {str(error)[:200]}"
+    return message
 
 
 def as_login_error(error: ProviderFailure) -> LoginError:
