@@ -16,9 +16,8 @@ import requests
 
 from gateway.providers import HTTP_TIMEOUT
 from tests.support.dev_idp import DevIdp, submit_login_form
-from tests.support.login import HTML, browser_login, follow
-from tests.support.servers import EchoBackend, RedisServer
-from tests.support.stack import Stack, start_stack
+from tests.support.login import HTML, browser_login, follow, start_login
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +29,8 @@ SLACK_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, echo_backend: EchoBackend
-) -> Iterator[Stack]:
-    stack = start_stack(
-        tmp_path_factory.mktemp("idp-faults"), redis_server, echo_backend, with_login=True
-    )
-    yield stack
-    stack.stop()
+def stack(login_stack: Stack) -> Stack:
+    return login_stack
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +57,7 @@ def idp_pid(idp: DevIdp) -> int:
 
 def callback_redirect(stack: Stack, browser: requests.Session) -> str:
     """Start a login and pass the primary IdP's form; the callback URL the IdP redirects to."""
-    start = browser.get(
-        stack.url + "/auth/login?redirect_url=/api/after",
-        headers=HTML,
-        allow_redirects=False,
-        timeout=10,
-    )
+    start = start_login(stack, browser, "/api/after")
     assert start.status_code == 302, start.text[:500]
     form = browser.get(start.headers["location"], headers=HTML, allow_redirects=False, timeout=10)
     reply = submit_login_form(browser, form)
@@ -154,12 +142,7 @@ def test_slow_token_endpoint_gives_the_unavailable_page_after_the_read_timeout(
         # Meanwhile: logged-in users are served, and another person's login can start.
         statuses, slowest = existing_sessions_answer(stack, existing_cookies)
         started = time.monotonic()
-        other = requests.get(
-            stack.url + "/auth/login?redirect_url=/api/x",
-            headers=HTML,
-            allow_redirects=False,
-            timeout=5,
-        )
+        other = start_login(stack, requests.Session(), timeout=5)
         other_elapsed = time.monotonic() - started
         assert not hanging.done()
         page, elapsed = hanging.result()
@@ -184,12 +167,7 @@ def test_frozen_idp_gives_the_unavailable_page_and_logins_work_once_it_thaws(
         # The gateway's side of a new login needs no IdP (its metadata is cached).
         fresh = requests.Session()
         started = time.monotonic()
-        start = fresh.get(
-            stack.url + "/auth/login?redirect_url=/api/x",
-            headers=HTML,
-            allow_redirects=False,
-            timeout=5,
-        )
+        start = start_login(stack, fresh, timeout=5)
         start_elapsed = time.monotonic() - started
     finally:
         os.kill(idp_pid(primary), signal.SIGCONT)

@@ -13,7 +13,7 @@ from gateway.errors import TokenInvalid
 from gateway.providers import ProviderClient
 from gateway.redis_client import sync_client
 from tests.support.dev_idp import submit_login_form
-from tests.support.login import HTML, browser_login
+from tests.support.login import HTML, browser_login, start_login
 from tests.support.servers import gateway_env
 from tests.support.stack import GITLAB_SECRET, PRIMARY_SECRET, Stack
 from tests.unit.test_redirects import OPEN_REDIRECT_PAYLOAD_IDS, OPEN_REDIRECT_PAYLOADS
@@ -40,12 +40,7 @@ def stays_on_site(stack: Stack, response: requests.Response) -> bool:
 
 def callback_at_primary(stack: Stack, browser: requests.Session) -> requests.Response:
     """Start a login and log in at the primary IdP; return the IdP's redirect to our callback."""
-    start = browser.get(
-        stack.url + "/auth/login?redirect_url=/api/x",
-        headers=HTML,
-        allow_redirects=False,
-        timeout=10,
-    )
+    start = start_login(stack, browser)
     form = browser.get(start.headers["location"], headers=HTML, allow_redirects=False, timeout=10)
     # With an IdP session already (single sign-on) the IdP answers without its form.
     reply = form if form.is_redirect else submit_login_form(browser, form)
@@ -132,12 +127,7 @@ def test_a_code_injected_into_another_attempt_is_refused(stack):
 
 def test_provider_error_reply_shows_a_page_with_a_retry(stack):
     browser = requests.Session()
-    start = browser.get(
-        stack.url + "/auth/login?redirect_url=/api/x",
-        headers=HTML,
-        allow_redirects=False,
-        timeout=10,
-    )
+    start = start_login(stack, browser)
     form = browser.get(start.headers["location"], headers=HTML, allow_redirects=False, timeout=10)
     denied = submit_login_form(browser, form, action="deny")
     assert "error=access_denied" in denied.headers["location"]

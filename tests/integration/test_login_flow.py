@@ -11,7 +11,7 @@ import requests
 
 from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
-from tests.support.login import HTML, browser_login, follow
+from tests.support.login import HTML, browser_login, follow, start_login
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -68,12 +68,7 @@ def test_session_cookie_is_httponly_lax_and_scoped_to_the_whole_site(stack):
 def test_login_with_every_token_still_valid_returns_at_once(stack):
     browser, _ = browser_login(stack)
     old_credential, _ = session_of(stack, browser)
-    again = browser.get(
-        stack.url + "/auth/login?redirect_url=/api/x",
-        headers=HTML,
-        allow_redirects=False,
-        timeout=10,
-    )
+    again = start_login(stack, browser)
     assert again.status_code == 302 and again.headers["location"].endswith("/api/x")
     assert browser.cookies.get(stack.cookie_name) == old_credential.encode()
 
@@ -98,18 +93,8 @@ def test_relogin_skips_valid_providers_and_issues_a_new_session_id(stack):
 
 def test_two_tabs_logging_in_at_once_do_not_break_each_other(stack):
     browser = requests.Session()
-    tab1 = browser.get(
-        stack.url + "/auth/login?redirect_url=/api/one",
-        headers=HTML,
-        allow_redirects=False,
-        timeout=10,
-    )
-    tab2 = browser.get(
-        stack.url + "/auth/login?redirect_url=/api/two",
-        headers=HTML,
-        allow_redirects=False,
-        timeout=10,
-    )
+    tab1 = start_login(stack, browser, "/api/one")
+    tab2 = start_login(stack, browser, "/api/two")
     page2 = follow(browser, tab2)
     browser.cookies.pop(stack.cookie_name)  # tab 1 still finishes its own attempt
     page1 = follow(browser, tab1)
@@ -187,12 +172,7 @@ def test_a_login_adding_a_provider_cannot_revive_a_session_revoked_meanwhile(sta
         session.with_tokens("gitlab", replace(session.tokens["gitlab"], needs_login=True)),
     )
     # The browser is sent through gitlab alone (primary is still good) ...
-    start = browser.get(
-        stack.url + "/auth/login?redirect_url=/api/x",
-        headers=HTML,
-        allow_redirects=False,
-        timeout=10,
-    )
+    start = start_login(stack, browser)
     assert urlsplit(start.headers["location"]).netloc == urlsplit(stack.idps["gitlab"].url).netloc
     store.delete(credential)  # ... and an operator revokes the session meanwhile
     browser.cookies.pop(stack.cookie_name)

@@ -37,6 +37,18 @@ def follow(
     raise AssertionError(f"more than {max_hops} hops, last at {response.url}")
 
 
+def start_login(
+    stack: Stack, browser: requests.Session, redirect_url: str = "/api/x", *, timeout: float = 10
+) -> requests.Response:
+    """Open the login app's start page, as a "log in" link would; its redirect is not followed."""
+    return browser.get(
+        f"{stack.url}/auth/login?redirect_url={redirect_url}",
+        headers=HTML,
+        allow_redirects=False,
+        timeout=timeout,
+    )
+
+
 def browser_login(
     stack: Stack, path: str = "/api/whoami", browser: requests.Session | None = None, **kwargs
 ) -> tuple[requests.Session, requests.Response]:
