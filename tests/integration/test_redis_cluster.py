@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-import requests
 from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -25,7 +24,7 @@ from login_app.device_store import DeviceCodeStore
 from tests.support.checks import check
 from tests.support.redis_topologies import RedisCluster3
 from tests.support.servers import TEST_SECRET, EchoBackend
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, api_get, start_stack_on
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +42,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster3]
 def stack(
     tmp_path_factory: pytest.TempPathFactory, cluster: RedisCluster3, echo_backend: EchoBackend
 ) -> Iterator[Stack]:
-    def on_cluster(raw: dict) -> None:
-        raw["redis"].update(cluster.redis_settings())
-        # Cached sessions would answer for a minute: only invalidations can end them sooner.
-        raw["ext_authz"]["session_cache_ttl"] = "60s"
-
-    stack = start_stack(tmp_path_factory.mktemp("cluster-stack"), cluster, echo_backend, on_cluster)
+    stack = start_stack_on(tmp_path_factory.mktemp("cluster-stack"), cluster, echo_backend)
     yield stack
     stack.stop()
 
@@ -57,17 +51,6 @@ def stack(
 def sessions(stack: Stack) -> dict[str, SessionCredential]:
     """One session per user, each with its own token."""
     return {user: stack.create_session(user, tokens={"primary": f"tok-{user}"}) for user in USERS}
-
-
-def api_get(stack: Stack, credential: SessionCredential) -> requests.Response:
-    return requests.get(
-        stack.url + "/api/x",
-        headers={
-            "Cookie": f"{stack.cookie_name}={credential.encode()}",
-            "Accept": "application/json",
-        },
-        timeout=10,
-    )
 
 
 def wait_until_feed_live(stack: Stack) -> None:

@@ -22,7 +22,7 @@ from gateway.redis_client import MASTER_CHECK_SECONDS
 from gateway.session_factory import async_store, session_codec, sync_store
 from tests.support.redis_topologies import SentinelGroup
 from tests.support.servers import EchoBackend
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, api_get, start_stack_on
 
 pytestmark = pytest.mark.integration
 
@@ -82,19 +82,6 @@ class RequestStream:
             return [o for o in self.outcomes if o.at >= moment]
 
 
-def api_get(
-    stack: Stack, credential: SessionCredential, http: requests.Session | None = None
-) -> requests.Response:
-    return (http or requests).get(
-        stack.url + "/api/x",
-        headers={
-            "Cookie": f"{stack.cookie_name}={credential.encode()}",
-            "Accept": "application/json",
-        },
-        timeout=10,
-    )
-
-
 def feed_live(stack: Stack) -> bool:
     """ext_authz reports SERVING only while its invalidation feed is subscribed."""
     with grpc.insecure_channel(stack.ext_authz.address) as channel:
@@ -124,12 +111,7 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, group: SentinelGroup, echo_backend: EchoBackend
 ) -> Iterator[Stack]:
-    def on_sentinel(raw: dict) -> None:
-        raw["redis"].update(group.redis_settings())
-        # Cached sessions would answer for a minute: only invalidations can end them sooner.
-        raw["ext_authz"]["session_cache_ttl"] = "60s"
-
-    stack = start_stack(tmp_path_factory.mktemp("sentinel-stack"), group, echo_backend, on_sentinel)
+    stack = start_stack_on(tmp_path_factory.mktemp("sentinel-stack"), group, echo_backend)
     yield stack
     stack.stop()
 

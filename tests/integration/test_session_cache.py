@@ -12,7 +12,7 @@ from gateway.credentials import SessionCredential
 from gateway.redis_client import sync_client
 from gateway.session_factory import sync_store
 from tests.support.servers import EchoBackend, RedisServer
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, api_get, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,7 @@ def stack(tmp_path_factory, own_redis: RedisServer, echo_backend: EchoBackend) -
 
 
 def status(stack: Stack, credential: SessionCredential, http: requests.Session) -> int:
-    return http.get(
-        stack.url + "/api/x",
-        headers={
-            "Accept": "application/json",
-            "Cookie": f"{stack.cookie_name}={credential.encode()}",
-        },
-        timeout=10,
-    ).status_code
+    return api_get(stack, credential, http).status_code
 
 
 def warm(stack: Stack, credential: SessionCredential, http: requests.Session) -> None:

@@ -8,12 +8,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from gateway.credentials import SessionCredential
 from gateway.redis_client import sync_client
 from tests.support.servers import EchoBackend, RedisServer, gateway_env
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, api_get, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +39,7 @@ def stack(
 
 
 def status(stack: Stack, credential: SessionCredential) -> int:
-    return requests.get(
-        stack.url + "/api/x",
-        headers={
-            "Accept": "application/json",
-            "Cookie": f"{stack.cookie_name}={credential.encode()}",
-        },
-        timeout=10,
-    ).status_code
+    return api_get(stack, credential).status_code
 
 
 def new_session(stack: Stack, user: str = "alice", lifetime: float = 5) -> SessionCredential:

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from gateway.config import GatewayConfig, load_config, provider_secret_variable
 from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
 from gateway.sessions import Identity, Session, TokenSet
 from tests.support.dev_idp import DevIdp, start_dev_idp
+from tests.support.redis_topologies import RedisCluster3, SentinelGroup
 from tests.support.servers import (
     EchoBackend,
     EnvoyServer,
@@ -121,6 +124,33 @@ def start_stack(
             stop()
         raise
     return Stack(config_path, config, workers[0], envoy, stoppers, login_app, idps, workers)
+
+
+def start_stack_on(
+    directory: Path, topology: SentinelGroup | RedisCluster3, backend: EchoBackend
+) -> Stack:
+    """Start the gateway on a Sentinel group or a cluster instead of a single Redis."""
+
+    def on_topology(raw: dict[str, Any]) -> None:
+        raw["redis"].update(topology.redis_settings())
+        # Cached sessions would answer for a minute: only invalidations can end them sooner.
+        raw["ext_authz"]["session_cache_ttl"] = "60s"
+
+    return start_stack(directory, topology, backend, on_topology)
+
+
+def api_get(
+    stack: Stack, credential: SessionCredential, http: requests.Session | None = None
+) -> requests.Response:
+    """GET /api/x through Envoy with the session's cookie, as an API client would."""
+    return (http or requests).get(
+        stack.url + "/api/x",
+        headers={
+            "Cookie": f"{stack.cookie_name}={credential.encode()}",
+            "Accept": "application/json",
+        },
+        timeout=10,
+    )
 
 
 def _start_idps(
