@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import requests
@@ -29,18 +30,27 @@ def short_refresh_settings(raw: dict) -> None:
     raw["tokens"] = {"refresh_margin": "2s", "refresh_lock_lease": "1s", "refresh_wait": "500ms"}
 
 
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, echo_backend: EchoBackend
-) -> Iterator[Stack]:
-    stack = start_stack(
-        tmp_path_factory.mktemp("tokens"),
+def start_stack_with_short_tokens(
+    directory: Path, redis_server: RedisServer, echo_backend: EchoBackend
+) -> Stack:
+    """Two workers, the login app, and IdPs issuing tokens that soon need a refresh."""
+    return start_stack(
+        directory,
         redis_server,
         echo_backend,
         short_refresh_settings,
         with_login=True,
         idp_args=["--access-token-ttl", str(ACCESS_TOKEN_TTL)],
         authz_workers=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, echo_backend: EchoBackend
+) -> Iterator[Stack]:
+    stack = start_stack_with_short_tokens(
+        tmp_path_factory.mktemp("tokens"), redis_server, echo_backend
     )
     yield stack
     stack.stop()
@@ -121,15 +131,7 @@ def test_a_crashed_lock_holder_blocks_the_session_no_longer_than_the_lease(stack
 def test_killing_the_refreshing_process_mid_refresh_lets_another_refresh_after_the_lease(
     tmp_path, redis_server, echo_backend
 ):
-    stack = start_stack(
-        tmp_path,
-        redis_server,
-        echo_backend,
-        short_refresh_settings,
-        with_login=True,
-        idp_args=["--access-token-ttl", str(ACCESS_TOKEN_TTL)],
-        authz_workers=2,
-    )
+    stack = start_stack_with_short_tokens(tmp_path, redis_server, echo_backend)
     try:
         browser, page = browser_login(stack)
         credential = SessionCredential.parse(browser.cookies.get(stack.cookie_name))
