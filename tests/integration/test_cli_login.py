@@ -35,7 +35,7 @@ from gateway.store import new_session_times
 from login_app import create_app
 from login_app.cli_login import GRANT_TYPE
 from login_app.device_codes import GUESS_LIMIT, PollResult, device_id_for
-from login_app.device_store import DeviceRecord, device_codes
+from login_app.device_store import DeviceCodeStore, DeviceRecord, device_codes
 from tests.support.login import HTML, browser_login, follow
 from tests.support.servers import TEST_SECRET, EchoBackend, RedisServer, base_config
 from tests.support.stack import Stack, start_stack
@@ -785,11 +785,16 @@ def _interleave(monkeypatch: pytest.MonkeyPatch, rival) -> list[Any]:
     return outcome
 
 
-def test_a_poll_that_loses_the_race_between_read_and_delete_gets_nothing(cli, app, monkeypatch):
+def _started_in_store(cli: CliLogin) -> tuple[dict[str, Any], DeviceCodeStore, str]:
+    """A started CLI login, the store that holds it and its device id, to race the store."""
     started = cli.start()
-    with app.app_context():
+    with cli.app.app_context():
         store = device_codes()
-    device_id = device_id_for(started["device_code"])
+    return started, store, device_id_for(started["device_code"])
+
+
+def test_a_poll_that_loses_the_race_between_read_and_delete_gets_nothing(cli, monkeypatch):
+    started, store, device_id = _started_in_store(cli)
     credential = SessionCredential.generate().encode()
     assert store.approve(device_id, credential, int(time.time()) + 60, time.time())
     rival = _interleave(monkeypatch, lambda: store.poll(started["device_code"], time.time()))
@@ -798,22 +803,16 @@ def test_a_poll_that_loses_the_race_between_read_and_delete_gets_nothing(cli, ap
     assert (result, grant) == (PollResult.INVALID_GRANT, None)
 
 
-def test_an_approval_that_loses_the_race_to_a_denial_approves_nothing(cli, app, monkeypatch):
-    started = cli.start()
-    with app.app_context():
-        store = device_codes()
-    device_id = device_id_for(started["device_code"])
+def test_an_approval_that_loses_the_race_to_a_denial_approves_nothing(cli, monkeypatch):
+    started, store, device_id = _started_in_store(cli)
     rival = _interleave(monkeypatch, lambda: store.deny(device_id, time.time()))
     assert not store.approve(device_id, SessionCredential.generate().encode(), 0, time.time())
     assert rival == [True]
     assert cli.poll(started["device_code"]) == (400, {"error": "access_denied"})
 
 
-def test_a_poll_racing_an_approval_does_not_lose_it(cli, app, monkeypatch):
-    started = cli.start()
-    with app.app_context():
-        store = device_codes()
-    device_id = device_id_for(started["device_code"])
+def test_a_poll_racing_an_approval_does_not_lose_it(cli, monkeypatch):
+    started, store, device_id = _started_in_store(cli)
     credential = SessionCredential.generate().encode()
     # The poll writes last_poll between the approval's read and write: the approval retries.
     rival = _interleave(monkeypatch, lambda: store.poll(started["device_code"], time.time()))
