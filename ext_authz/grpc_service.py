@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
-from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision
 from ext_authz.reporting import INTERNAL_ERROR, record_decision
 from ext_authz.request import CheckRequest
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 logger = logging.getLogger("ext_authz.check")
 
@@ -27,33 +30,33 @@ _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
 _DENIED_STATUS = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
 
 
-def _header_options(headers: tuple[tuple[str, str], ...]) -> list[base_pb2.HeaderValueOption]:
-    return [
-        base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=name, value=value), append_action=_OVERWRITE
-        )
-        for name, value in headers
-    ]
+def _add_headers(
+    options: RepeatedCompositeFieldContainer[base_pb2.HeaderValueOption],
+    headers: tuple[tuple[str, str], ...],
+) -> None:
+    # Filled in place: building each HeaderValueOption and HeaderValue from keyword
+    # arguments and copying them in costs more than twice as much per check.
+    for name, value in headers:
+        header = options.add(append_action=_OVERWRITE).header
+        header.key = name
+        header.value = value
 
 
 def to_check_response(decision: Decision) -> auth_pb2.CheckResponse:
     """Envoy's CheckResponse for a decision."""
     if isinstance(decision, Allow):
-        return auth_pb2.CheckResponse(
-            status=_OK_STATUS,
-            ok_response=auth_pb2.OkHttpResponse(
-                headers=_header_options(decision.set_headers),
-                headers_to_remove=list(decision.remove_headers),
-            ),
-        )
-    return auth_pb2.CheckResponse(
-        status=_DENIED_STATUS,
-        denied_response=auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=decision.status),  # type: ignore[arg-type]
-            headers=_header_options(decision.headers),
-            body=decision.body,
-        ),
-    )
+        response = auth_pb2.CheckResponse(status=_OK_STATUS)
+        ok = response.ok_response
+        ok.SetInParent()  # an allow that changes no header is still an ok_response
+        _add_headers(ok.headers, decision.set_headers)
+        ok.headers_to_remove.extend(decision.remove_headers)
+        return response
+    response = auth_pb2.CheckResponse(status=_DENIED_STATUS)
+    denied = response.denied_response
+    denied.status.code = decision.status
+    _add_headers(denied.headers, decision.headers)
+    denied.body = decision.body
+    return response
 
 
 def from_check_request(message: auth_pb2.CheckRequest) -> CheckRequest:
