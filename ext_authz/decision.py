@@ -24,6 +24,7 @@ from ext_authz.request import (
     CheckRequest,
     CredentialSource,
     PresentedCredential,
+    bearer_credential_text,
     cookie_header_without,
     is_browser_navigation,
     is_preflight,
@@ -32,7 +33,6 @@ from ext_authz.request import (
     request_origin,
 )
 from gateway.config import LOGIN_BINDING_COOKIE, GatewayConfig, Route, TokenFormat
-from gateway.credentials import looks_like_credential
 from gateway.errors import CredentialError
 from gateway.sessions import Identity, Session, TokenSet
 
@@ -91,7 +91,20 @@ _DEAD_COOKIE_REASONS = frozenset(
 
 def encode_identity_value(value: str) -> str:
     """Percent-encode UTF-8 so any name survives as an ASCII header; decode with unquote()."""
-    return quote(value, safe="@.+-_~")
+    if len(value) <= _CACHED_IDENTITY_CHARS:
+        return _encoded_identity_value(value)
+    return quote(value, safe=_IDENTITY_SAFE)
+
+
+_IDENTITY_SAFE = "@.+-_~"
+# The same users' ids, emails and names come with every check; only short values are kept,
+# so the cache stays small whatever an identity provider sends.
+_CACHED_IDENTITY_CHARS = 256
+
+
+@lru_cache(maxsize=4096)
+def _encoded_identity_value(value: str) -> str:
+    return quote(value, safe=_IDENTITY_SAFE)
 
 
 def format_token(token_format: TokenFormat, access_token: str) -> str:
@@ -108,7 +121,6 @@ class Decider:
     """Holds what the config fixes for every request; decides each one."""
 
     def __init__(self, config: GatewayConfig) -> None:
-        self._config = config
         self._routes_by_name = {route.name: route for route in config.routes}
         self._routes_longest_first = sorted(
             config.routes, key=lambda r: len(r.prefix), reverse=True
@@ -136,6 +148,14 @@ class Decider:
         self._expire_cookie = (
             f"{config.cookie_name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax{secure}"
         )
+        self._forbidden_page = _FORBIDDEN_PAGE.format(
+            message=_FORBIDDEN_MESSAGE, home=config.public_url + "/"
+        )
+        self._required_groups = {
+            route.name: frozenset(route.require_groups)
+            for route in config.routes
+            if route.require_groups
+        }
 
     # ---- step 1 -------------------------------------------------------------------------
 
@@ -152,10 +172,10 @@ class Decider:
     def begin(self, request: CheckRequest) -> Decision | SessionNeeded:
         route = self.route_for(request)
         if route is None:
-            return self._json_deny(None, "unknown_route", 403, "forbidden", "No such route.")
+            return json_deny(None, "unknown_route", 403, "forbidden", "No such route.")
         if request.method == "TRACE":
             # A backend answering TRACE would echo the injected token back to the client.
-            return self._json_deny(
+            return json_deny(
                 route.name, "method_not_allowed", 405, "method_not_allowed", "TRACE is refused."
             )
         if route.public:
@@ -167,14 +187,12 @@ class Decider:
         try:
             presented = read_credential(request, self._credential_cookie, self._max_cookie_bytes)
         except CredentialError:
-            from_cookie = not _carries_bearer_credential(request)
+            from_cookie = bearer_credential_text(request) is None
             return self._refuse(request, route, "invalid_credential", from_cookie=from_cookie)
         if presented is None:
             return self._refuse(request, route, "no_session", from_cookie=False)
         if presented.source is CredentialSource.COOKIE and not self._origin_allowed(request):
-            return self._json_deny(
-                route.name, "csrf", 403, "forbidden", "Cross-site request refused."
-            )
+            return json_deny(route.name, "csrf", 403, "forbidden", "Cross-site request refused.")
         return SessionNeeded(request, route, presented)
 
     def _origin_allowed(self, request: CheckRequest) -> bool:
@@ -206,7 +224,7 @@ class Decider:
         request, route = pending.request, pending.route
         from_cookie = pending.presented.source is CredentialSource.COOKIE
         if failure == Lookup.UNAVAILABLE:
-            return self._json_deny(
+            return json_deny(
                 route.name,
                 Lookup.UNAVAILABLE,
                 503,
@@ -218,7 +236,7 @@ class Decider:
             return self._refuse(request, route, failure or Lookup.UNKNOWN, from_cookie=from_cookie)
         if session.expired_at(now):
             return self._refuse(request, route, "session_expired", from_cookie=from_cookie)
-        if route.restricted and not _meets_policy(route, session.identity):
+        if route.restricted and not self._admits(route, session.identity):
             return self._forbidden(request, route)
 
         set_headers: list[tuple[str, str]] = []
@@ -226,7 +244,7 @@ class Decider:
             tokens = session.tokens.get(route.provider)
             problem = _token_problem(tokens, now)
             if problem == "token_expired" and refresh_failed:
-                return self._json_deny(
+                return json_deny(
                     route.name,
                     "refresh_unavailable",
                     503,
@@ -235,8 +253,6 @@ class Decider:
                     extra=(("retry-after", "2"),),
                 )
             if problem is not None:
-                if route.anonymous:
-                    return self._allow_anonymous(request, route, "anonymous")
                 return self._refuse(request, route, problem, from_cookie=False)
             assert tokens is not None  # _token_problem returned None
             header = route.token_format.header_name
@@ -248,6 +264,13 @@ class Decider:
                 if value:
                     set_headers.append((name, encode_identity_value(value)))
         return self._allow(request, route, "allowed", set_headers)
+
+    def _admits(self, route: Route, identity: Identity) -> bool:
+        """The route's policy: one of its groups (if it names any) and all of its claims."""
+        groups = self._required_groups.get(route.name)
+        if groups is not None and groups.isdisjoint(identity.groups):
+            return False
+        return all(identity.claims.get(k) == v for k, v in route.require_claims.items())
 
     # ---- building results ----------------------------------------------------------------
 
@@ -272,7 +295,7 @@ class Decider:
         self, request: CheckRequest, route: Route, reason: str, *, from_cookie: bool
     ) -> Decision:
         """No usable session: anonymous routes let the request through, others ask to log in."""
-        if route.anonymous and reason not in ("provider_login_required", "token_expired"):
+        if route.anonymous:
             return self._allow_anonymous(request, route, "anonymous")
         login_url = self.login_url(request)
         extra: list[tuple[str, str]] = []
@@ -285,7 +308,7 @@ class Decider:
         if reason != "no_session":
             challenge += ', error="invalid_token"'
         extra.append(("www-authenticate", challenge))
-        return self._json_deny(
+        return json_deny(
             route.name,
             reason,
             401,
@@ -297,67 +320,54 @@ class Decider:
 
     def _forbidden(self, request: CheckRequest, route: Route) -> Deny:
         """Logged in, but the route's policy (groups, claims) does not admit this user."""
-        message = "Your account does not have access to this resource."
         if is_browser_navigation(request):
-            page = _FORBIDDEN_PAGE.format(message=message, home=self._public_url + "/")
-            headers = (("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"))
-            return Deny(route.name, "forbidden", 403, headers, page)
-        return self._json_deny(route.name, "forbidden", 403, "forbidden", message)
+            return Deny(route.name, "forbidden", 403, _HTML_HEADERS, self._forbidden_page)
+        return json_deny(route.name, "forbidden", 403, "forbidden", _FORBIDDEN_MESSAGE)
 
     def login_url(self, request: CheckRequest) -> str:
         """Where to log in and come back to this request's URL (always on our own origin)."""
         path = request.path if request.path.startswith("/") else "/"
         return self._login_url + "?" + urlencode({"redirect_url": self._public_url + path})
 
-    def _json_deny(
-        self,
-        route_name: str | None,
-        reason: str,
-        status: int,
-        error: str,
-        message: str,
-        *,
-        login_url: str | None = None,
-        extra: Headers = (),
-    ) -> Deny:
-        return _json_deny(route_name, reason, status, error, message, login_url, extra)
 
-
-@lru_cache(maxsize=4096)
-def _json_deny(
+def json_deny(
     route_name: str | None,
     reason: str,
     status: int,
     error: str,
     message: str,
-    login_url: str | None,
-    extra: Headers,
+    *,
+    login_url: str | None = None,
+    extra: Headers = (),
 ) -> Deny:
-    """A JSON denial; the same few are answered over and over (unknown routes, 503s while
-    Redis is away, 401s for one page), and a Deny is immutable, so each is built once."""
-    body: dict[str, str] = {"error": error, "reason": reason, "message": message}
-    if login_url is not None:
-        body["login_url"] = login_url
+    """A denial with a JSON body ``{"error", "reason", "message"[, "login_url"]}``."""
+    fixed = _fixed_json_deny(route_name, reason, status, error, message, extra)
+    if login_url is None:
+        return fixed
+    # The login URL names the request's own path, so it is added per request: caching
+    # it would keep one entry (up to three times Envoy's header limit) per path asked for.
+    body = fixed.body[:-1] + ', "login_url": ' + json.dumps(login_url) + "}"
+    return Deny(route_name, reason, status, fixed.headers, body)
+
+
+@lru_cache(maxsize=1024)
+def _fixed_json_deny(
+    route_name: str | None, reason: str, status: int, error: str, message: str, extra: Headers
+) -> Deny:
+    """The same few denials are answered over and over (unknown routes, 503s while Redis is
+    away, 401s), all from config and constants; a Deny is immutable, so each is built once."""
+    body = json.dumps({"error": error, "reason": reason, "message": message})
     headers = (("content-type", "application/json"), ("cache-control", "no-store"), *extra)
-    return Deny(route_name, reason, status, headers, json.dumps(body))
+    return Deny(route_name, reason, status, headers, body)
 
 
+_FORBIDDEN_MESSAGE = "Your account does not have access to this resource."
+_HTML_HEADERS = (("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"))
 _FORBIDDEN_PAGE = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>No access</title>'
     "</head><body><main><h1>No access</h1><p>{message}</p>"
     '<p><a href="{home}">Go to the start page</a></p></main></body></html>'
 )
-
-
-def _meets_policy(route: Route, identity: Identity) -> bool:
-    if route.require_groups and not set(route.require_groups) & set(identity.groups):
-        return False
-    return all(identity.claims.get(k) == v for k, v in route.require_claims.items())
-
-
-def _carries_bearer_credential(request: CheckRequest) -> bool:
-    scheme, _, token = request.header("authorization").partition(" ")
-    return scheme.lower() == "bearer" and looks_like_credential(token.strip())
 
 
 def _token_problem(tokens: TokenSet | None, now: float) -> str | None:

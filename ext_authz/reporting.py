@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ext_authz.decision import Allow, Decision, Deny
+from ext_authz.decision import Allow, Decision, json_deny
 from ext_authz.metrics import CHECK_SECONDS, DECISIONS
 from ext_authz.request import CheckRequest
 from gateway.logs import FastLine
@@ -21,13 +21,7 @@ def log_decisions(which: str) -> None:
 
 
 # A bug must not open the gate: an unexpected error is answered like an outage.
-INTERNAL_ERROR = Deny(
-    None,
-    "internal_error",
-    503,
-    (("content-type", "application/json"), ("cache-control", "no-store")),
-    '{"error": "unavailable", "reason": "internal_error", "message": "Try again shortly."}',
-)
+INTERNAL_ERROR = json_deny(None, "internal_error", 503, "unavailable", "Try again shortly.")
 
 
 # The label sets are few and fixed (routes, outcomes, reasons): find each child once.

@@ -93,10 +93,9 @@ def read_credential(
     A bearer token wins over the cookie: API clients say what they mean explicitly. Raises
     :class:`CredentialError` for a credential that is present but unusable.
     """
-    authorization = request.header("authorization")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and looks_like_credential(token.strip()):
-        return PresentedCredential(SessionCredential.parse(token.strip()), CredentialSource.BEARER)
+    bearer = bearer_credential_text(request)
+    if bearer is not None:
+        return PresentedCredential(SessionCredential.parse(bearer), CredentialSource.BEARER)
 
     cookie_header = request.header("cookie")
     if not cookie_header:
@@ -111,6 +110,14 @@ def read_credential(
         # cannot tell which one the user meant, so neither is trusted.
         raise CredentialError("more than one session cookie")
     return PresentedCredential(SessionCredential.parse(values.pop()), CredentialSource.COOKIE)
+
+
+def bearer_credential_text(request: CheckRequest) -> str | None:
+    """The gateway token sent as ``Authorization: Bearer gws_…``, unparsed; None for no
+    Authorization header or one meant for the backend (a foreign JWT, Basic, ...)."""
+    scheme, _, token = request.header("authorization").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and looks_like_credential(token) else None
 
 
 def is_preflight(request: CheckRequest) -> bool:

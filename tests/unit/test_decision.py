@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from ext_authz import decision as decision_module
 from ext_authz.decision import Allow, Decider, Decision, Deny, Lookup, SessionNeeded
 from ext_authz.request import CheckRequest, CredentialSource
 from gateway.config import GatewayConfig, parse_config
@@ -283,6 +284,11 @@ def test_an_anonymous_route_without_a_session_is_allowed_without_identity(
         pytest.param(None, Lookup.INVALID, id="invalid-session"),
         pytest.param(session_with(expires_at=NOW - 1), None, id="expired-session"),
         pytest.param(session_with(tokens={}), None, id="session-without-the-provider-token"),
+        pytest.param(
+            session_with(tokens={"primary": TokenSet("p", expires_at=NOW)}),
+            None,
+            id="expired-provider-token",
+        ),
     ],
 )
 def test_an_anonymous_route_with_an_unusable_session_is_allowed_anonymously(
@@ -636,6 +642,21 @@ def test_a_request_without_credential_gets_a_401_json_challenge_without_error_co
     assert body["reason"] == "no_session"
     assert body["message"]
     assert body["login_url"] == decider.login_url(CheckRequest("GET", "/api/x?a=1", {}))
+
+
+def test_401s_for_many_paths_each_name_their_own_path_and_keep_nothing_per_path(
+    decider: Decider,
+) -> None:
+    # Anyone can ask for any number of long paths without a session: a 401 must not
+    # remember each one (its login URL holds the path, percent-encoded).
+    kept = decision_module._fixed_json_deny.cache_info
+    decider.begin(CheckRequest("GET", "/api/warm-up", {}))
+    before = kept().currsize
+    for number in range(20):
+        path = f"/api/{number}?q=" + "&" * 1000
+        body = body_of(denied(decider.begin(CheckRequest("GET", path, {})), 401))
+        assert body["login_url"] == decider.login_url(CheckRequest("GET", path, {}))
+    assert kept().currsize == before
 
 
 @pytest.mark.parametrize(
