@@ -77,5 +77,9 @@ class Authorizer:
                 refresh_failed = True
             except SessionGone:
                 session, failure = None, Lookup.UNKNOWN
+            except SessionInvalid as exc:
+                # Re-read around the refresh, the record no longer opens: as if on loading.
+                logger.info("session record refused: %s", exc)
+                session, failure = None, Lookup.INVALID
             now = self._clock()
         return self._decider.complete(step, session, failure, now, refresh_failed=refresh_failed)

@@ -81,7 +81,8 @@ class Refresher:
     async def refreshed(self, credential: SessionCredential, provider_id: str) -> Session:
         """The session with fresh tokens for ``provider_id``.
 
-        Raises RefreshFailed (answer with the old token or 503) or SessionGone.
+        Raises RefreshFailed (answer with the old token or 503), SessionGone, or
+        SessionInvalid when the record re-read around the refresh no longer opens.
         """
         key = (credential.lookup_id, provider_id)
         task = self._in_flight.get(key)

@@ -164,3 +164,27 @@ def test_no_lookup_happens_when_the_answer_needs_no_session(
         assert isinstance(decision, Allow)
     else:
         assert isinstance(decision, Deny) and decision.status == status
+
+
+class FailingRefresher:
+    """Says every token is due and fails every refresh with one error."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def needs_refresh(self, session: Session, provider_id: str, now: float) -> bool:
+        return True
+
+    async def refreshed(self, credential: SessionCredential, provider_id: str) -> Session:
+        raise self.error
+
+
+def test_a_record_that_no_longer_opens_during_a_refresh_becomes_invalid_session(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    refresher = FailingRefresher(SessionInvalid("does not authenticate"))
+    source = FakeSessionSource(live_session())
+    authorizer = Authorizer(decider, source, refresher, clock=lambda: NOW)  # type: ignore[arg-type]
+    decision = asyncio.run(authorizer.check(with_cookie(credential)))
+    assert isinstance(decision, Deny)
+    assert (decision.status, decision.reason) == (401, Lookup.INVALID)
