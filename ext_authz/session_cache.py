@@ -61,9 +61,10 @@ class SessionCache:
         # it read, which may be the very state the invalidation announced the end of.
         self.generation = 0
 
-    def get(self, credential: SessionCredential, lookup_id: str) -> Session | None:
+    def get(self, credential: SessionCredential) -> Session | None:
         if not self.enabled:
             return None
+        lookup_id = credential.lookup_id
         entry = self._entries.get(lookup_id)
         if entry is None:
             return None
@@ -73,9 +74,10 @@ class SessionCache:
             return None
         return session
 
-    def put(self, credential: SessionCredential, lookup_id: str, session: Session) -> None:
+    def put(self, credential: SessionCredential, session: Session) -> None:
         if not self.enabled or self._ttl <= 0:  # with ttl 0 the feed only reports health
             return
+        lookup_id = credential.lookup_id
         self._entries[lookup_id] = (credential.secret, session, time.monotonic() + self._ttl)
         self._entries.move_to_end(lookup_id)
         while len(self._entries) > self._max_entries:
@@ -112,8 +114,7 @@ class CachedSessions:
         self.on_feed_change: Callable[[bool], None] = lambda healthy: None
 
     async def load(self, credential: SessionCredential) -> Session | None:
-        lookup_id = credential.lookup_id
-        cached = self._cache.get(credential, lookup_id)
+        cached = self._cache.get(credential)
         if cached is not None:
             _HIT.inc()
             return cached
@@ -121,7 +122,7 @@ class CachedSessions:
         generation = self._cache.generation
         session = await self._store.load(credential)
         if session is not None and self._cache.generation == generation:
-            self._cache.put(credential, lookup_id, session)
+            self._cache.put(credential, session)
         return session
 
     def remember(self, credential: SessionCredential, session: Session) -> None:
