@@ -26,6 +26,7 @@ class GrpcTransport:
         self._server = server
         self._health = health
         self.address = address
+        self._health_updates: set[asyncio.Task[None]] = set()
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -33,8 +34,12 @@ class GrpcTransport:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
+        loop = asyncio.get_running_loop()
         for service in _SERVICES:
-            asyncio.get_running_loop().create_task(self._health.set(service, status))
+            # The loop keeps tasks only weakly: hold each until done, lest it be collected.
+            update = loop.create_task(self._health.set(service, status))
+            self._health_updates.add(update)
+            update.add_done_callback(self._health_updates.discard)
 
     async def stop(self, grace: float) -> None:
         await self._health.enter_graceful_shutdown()

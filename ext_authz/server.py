@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from ext_authz.components import Components, build_components, decision_parts
@@ -45,8 +45,8 @@ class Transport(Protocol):
 class RunningServer:
     components: Components
     transport: Transport | None = None
-    serving: list[bool] = field(default_factory=lambda: [True])
-    redis_reachable: list[bool] = field(default_factory=lambda: [False])
+    serving: bool = True
+    redis_reachable: bool = False
 
     @property
     def address(self) -> str:
@@ -54,11 +54,11 @@ class RunningServer:
         return self.transport.address if self.transport else ""
 
     def healthy(self) -> bool:
-        return self.serving[0] and self.redis_reachable[0]
+        return self.serving and self.redis_reachable
 
     def redis_changed(self, reachable: bool) -> None:
-        self.redis_reachable[0] = reachable
-        if self.transport is not None and self.serving[0]:
+        self.redis_reachable = reachable
+        if self.transport is not None and self.serving:
             self.transport.set_serving(reachable)
         logger.log(
             logging.INFO if reachable else logging.WARNING,
@@ -67,7 +67,7 @@ class RunningServer:
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
         """Report NOT_SERVING, finish in-flight checks, then close Redis."""
-        self.serving[0] = False
+        self.serving = False
         if self.transport is not None:
             await self.transport.stop(grace)
         await self.components.close()
@@ -121,7 +121,6 @@ def reload(running: RunningServer, current: GatewayConfig, load: ConfigLoader) -
     decider, refresher = decision_parts(fresh, components.store, components.codec)
     components.authorizer.reconfigure(decider, refresher)
     logging.getLogger().setLevel(fresh.log_level.upper())
-    log_decisions(fresh.ext_authz.decision_log)
     logger.info("configuration reloaded", extra={"routes": len(fresh.routes)})
     return fresh
 
