@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision
@@ -28,14 +29,7 @@ logger = logging.getLogger(__name__)
 PATH_PREFIX = "/check"
 HEALTH_PATH = "/healthz"
 MAX_HEAD_BYTES = 64 * 1024
-_REASONS = {
-    200: "OK",
-    302: "Found",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    503: "Service Unavailable",
-}
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
