@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import signal
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from devtools.processes import ManagedProcess, find_binary, free_port, port_open
+from devtools.processes import ManagedProcess, envoy_ready, find_binary, free_port, port_open
 
 TEST_SECRET = "test-server-secret-0123456789abcdef-0123456789"
 
@@ -144,17 +143,8 @@ class EnvoyServer:
                 "warning",
             ],
         )
-        self._process.start(self._ready, timeout=30)
+        self._process.start(lambda: envoy_ready(self.admin_port, self.port), timeout=30)
         return self
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.admin_port}/ready", timeout=0.5
-            ) as reply:
-                return bool(reply.status == 200 and port_open(self.port))
-        except OSError:
-            return False
 
     def output(self) -> str:
         return self._process.output() if self._process else ""
