@@ -34,6 +34,14 @@ class TokenSet:
     expires_at: int = 0  # unix seconds; 0: no expiry known
     needs_login: bool = False
     obtained_at: int = 0  # unix seconds; 0: unknown
+    # Checked once here, not on every request that injects the token (a regex over ~1 KB).
+    presentable: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """``presentable``: False for a token that could not travel safely in a header
+        (e.g. CR/LF in it)."""
+        ok = _TOKEN_CHARS.fullmatch(self.access_token) is not None
+        object.__setattr__(self, "presentable", ok)
 
     def expired_at(self, now: float) -> bool:
         return self.expires_at != 0 and now >= self.expires_at
@@ -49,11 +57,6 @@ class TokenSet:
         if self.obtained_at:
             margin = min(margin, max(self.expires_at - self.obtained_at, 0) / 2)
         return now >= self.expires_at - margin
-
-    @property
-    def presentable(self) -> bool:
-        """False for a token that could not travel safely in a header (e.g. CR/LF in it)."""
-        return _TOKEN_CHARS.fullmatch(self.access_token) is not None
 
 
 @dataclass(frozen=True, slots=True)

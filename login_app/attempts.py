@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis
@@ -28,6 +28,8 @@ from login_app.errors import AttemptExpired, StateMismatch
 
 ATTEMPT_TTL_SECONDS = 600
 _BINDING_BYTES = 32
+# What a TokenSet is made from (``presentable`` is derived, not stored).
+_TOKEN_FIELDS = tuple(item.name for item in fields(TokenSet) if item.init)
 
 
 def new_binding() -> str:
@@ -78,7 +80,7 @@ class LoginAttempt:
         self.code_verifier = secrets.token_urlsafe(64)  # 86 chars, RFC 7636 §4.1: 43..128
 
     def add_tokens(self, provider_id: str, tokens: TokenSet) -> None:
-        self.tokens[provider_id] = asdict(tokens)
+        self.tokens[provider_id] = {name: getattr(tokens, name) for name in _TOKEN_FIELDS}
 
     def token_sets(self) -> dict[str, TokenSet]:
         return {pid: TokenSet(**fields) for pid, fields in self.tokens.items()}
