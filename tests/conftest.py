@@ -9,6 +9,10 @@ import pytest
 from tests.support.servers import EchoBackend, RedisServer
 from tests.support.stack import Stack, start_stack
 
+# config, app and raw_redis for tests of the login app alone; a module's own fixture of the
+# same name takes precedence.
+pytest_plugins = ("tests.support.login_app_alone",)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -20,24 +20,22 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import redis
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import GatewayConfig
 from gateway.credentials import SessionCredential
 from gateway.device_client import DeviceLoginError, device_login
 from gateway.redis_client import sync_client
 from gateway.session_factory import sync_store
 from gateway.sessions import Identity, Session, TokenSet
 from gateway.store import new_session_times
-from login_app import create_app
 from login_app.cli_login import GRANT_TYPE
 from login_app.device_codes import GUESS_LIMIT, PollResult, device_id_for
 from login_app.device_store import DeviceCodeStore, DeviceRecord, device_codes
 from tests.support.login import HTML, browser_login, follow
-from tests.support.servers import TEST_SECRET, EchoBackend, RedisServer, base_config
+from tests.support.servers import EchoBackend, RedisServer
 from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -500,25 +498,6 @@ def test_device_login_refuses_plain_http_beyond_loopback():
 
 
 # -- against the login app alone, for what needs no approval ----------------------------------
-
-
-@pytest.fixture
-def config(redis_server: RedisServer) -> GatewayConfig:
-    raw = base_config(redis_url=redis_server.url, backend_url="http://127.0.0.1:1")
-    raw["redis"]["key_prefix"] = f"t{secrets.token_hex(6)}:"  # every test its own keys
-    return parse_config(raw, {"GATEWAY_SECRET_KEYS": TEST_SECRET})
-
-
-@pytest.fixture
-def app(config: GatewayConfig) -> Flask:
-    return create_app(config)
-
-
-@pytest.fixture
-def raw_redis(config: GatewayConfig) -> Iterator[redis.Redis]:
-    client = sync_client(config.redis)
-    yield client
-    client.close()
 
 
 @dataclass

@@ -4,51 +4,25 @@ never a 500. Against the Flask app and a real Redis, each test with its own keys
 from __future__ import annotations
 
 import re
-import secrets
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import GatewayConfig
 from gateway.credentials import SessionCredential
-from gateway.redis_client import sync_client
 from gateway.session_factory import sync_store
 from gateway.sessions import Identity, Session
 from gateway.store import new_session_times
-from login_app import create_app
 from login_app.device_codes import normalize_user_code
 from login_app.services import build_services, init_app
 from tests.support.login import HTML
-from tests.support.servers import TEST_SECRET, RedisServer, base_config
+from tests.support.login_app_alone import isolated_config
+from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.integration
-
-
-def _config(redis_server: RedisServer) -> GatewayConfig:
-    raw = base_config(redis_url=redis_server.url, backend_url="http://127.0.0.1:1")
-    raw["redis"]["key_prefix"] = f"t{secrets.token_hex(6)}:"
-    return parse_config(raw, {"GATEWAY_SECRET_KEYS": TEST_SECRET})
-
-
-@pytest.fixture
-def config(redis_server: RedisServer) -> GatewayConfig:
-    return _config(redis_server)
-
-
-@pytest.fixture
-def app(config: GatewayConfig) -> Flask:
-    return create_app(config)
-
-
-@pytest.fixture
-def raw_redis(config: GatewayConfig) -> Iterator[redis.Redis]:
-    client = sync_client(config.redis)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -106,7 +80,7 @@ def test_a_provider_failure_while_approving_shows_the_page_not_json(
 def test_after_a_reload_cli_logins_are_stored_under_the_new_configuration(
     app: Flask, redis_server: RedisServer, raw_redis: redis.Redis
 ) -> None:
-    reloaded = _config(redis_server)  # another key prefix, as an edited config would have
+    reloaded = isolated_config(redis_server)  # another key prefix, as an edited config would have
     init_app(app, build_services(reloaded))  # what SIGHUP does in login_app.server
     started = app.test_client().post("/auth/cli/start").get_json()
     user_code = normalize_user_code(started["user_code"])
