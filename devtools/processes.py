@@ -10,18 +10,40 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# Ports handed out lately. Callers pick several ports before any server binds them, and the
+# kernel may offer a port it got back a moment ago again: two servers would then race for it.
+_HANDED_OUT: OrderedDict[int, None] = OrderedDict()
+_HANDED_OUT_KEPT = 4096  # of ~14,000 ports bind() picks from; older picks are bound by now
+_HANDED_OUT_LOCK = threading.Lock()
+
+
+def _hand_out(port: int) -> None:
+    _HANDED_OUT[port] = None
+    while len(_HANDED_OUT) > _HANDED_OUT_KEPT:
+        _HANDED_OUT.popitem(last=False)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now that this process has not handed out lately."""
+    with _HANDED_OUT_LOCK:
+        for _ in range(1000):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _hand_out(port)
+                return port
+    raise RuntimeError("no free port that was not handed out already")
 
 
 def bindable(port: int, host: str = "127.0.0.1") -> bool:
@@ -42,7 +64,11 @@ def free_ports(count: int) -> int:
     range it also hands out for outgoing connections, so each is tried."""
     for _ in range(100):
         first = free_port()
-        if first + count <= 65536 and all(bindable(first + i) for i in range(1, count)):
+        others = range(first + 1, first + count)
+        if first + count <= 65536 and all(p not in _HANDED_OUT and bindable(p) for p in others):
+            with _HANDED_OUT_LOCK:
+                for port in others:
+                    _hand_out(port)
             return first
     raise RuntimeError(f"no {count} consecutive free ports found")
 
