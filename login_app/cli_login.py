@@ -20,7 +20,15 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+)
 from werkzeug.wrappers import Response as BaseResponse
 
 from gateway.config import CLIENT_ADDRESS_HEADER
@@ -141,14 +149,24 @@ def approve_page() -> BaseResponse | str:
         raise UnknownUserCode("the typed user code is malformed")
     _pending_record(user_code)
     identity = session.identity
-    return render_template(
-        "cli_approve.html",
-        title="Approve a command-line login",
-        user_code=display_user_code(user_code),
-        user_name=identity.name or identity.email or identity.subject,
-        csrf_token=csrf_token(svc.config.session.secret_keys[0], credential.lookup_id, user_code),
-        action_url=_approve_url(svc, user_code),
+    page = make_response(
+        render_template(
+            "cli_approve.html",
+            title="Approve a command-line login",
+            user_code=display_user_code(user_code),
+            user_name=identity.name or identity.email or identity.subject,
+            csrf_token=csrf_token(
+                svc.config.session.secret_keys[0], credential.lookup_id, user_code
+            ),
+            action_url=_approve_url(svc, user_code),
+        )
     )
+    # Under "no-referrer" (every other page's policy) browsers post this form with
+    # "Origin: null", which _refuse_cross_site must refuse. "same-origin" keeps the real Origin
+    # on our own requests and still sends other sites no Referer: this page's URL holds the
+    # user code.
+    page.headers["Referrer-Policy"] = "same-origin"
+    return page
 
 
 @blueprint.post("/cli/approve")

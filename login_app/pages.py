@@ -114,6 +114,9 @@ def init_app(app: Flask) -> None:
     def _no_store(response: Response) -> Response:
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        # Our URLs carry codes, states and user codes: no page names them to anyone. A page
+        # with a form posting back here sets "same-origin" itself (cli_login.approve_page),
+        # since under "no-referrer" browsers send that POST with "Origin: null".
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault(
             "Content-Security-Policy",

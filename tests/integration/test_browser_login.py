@@ -1,12 +1,20 @@
-"""A real headless Chromium logs in through Envoy at both IdPs, uses the backend, logs out."""
+"""A real headless Chromium logs in through Envoy at both IdPs, uses the backend, logs out, and
+approves a CLI login by clicking the real button."""
 
 from __future__ import annotations
 
 import json
+import queue
 import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
@@ -80,3 +88,92 @@ def test_a_person_logs_in_with_both_providers_and_out_again(stack, page, tmp_pat
     response = page.goto(stack.url + "/api/hello")
     assert response is not None
     assert "/authorize" in page.url  # sent to log in again
+
+
+class Terminal:
+    """``gateway auth-login`` as a person runs it: a real process, its output read as it comes."""
+
+    def __init__(self, url: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "auth-login", "--url", url, "--no-browser"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._told: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._told.put(line)
+
+    def link(self, deadline_seconds: float = 30) -> str:
+        """The approval link the command prints (the one with the code in it)."""
+        deadline = time.monotonic() + deadline_seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._told.get(timeout=left)
+            except queue.Empty:
+                break
+            if line.startswith("Or open "):
+                return line.removeprefix("Or open ").strip()
+        raise AssertionError("gateway auth-login printed no approval link")
+
+    def token(self, deadline_seconds: float = 60) -> str:
+        """What the command prints on stdout once the login is approved."""
+        out, _ = self.process.communicate(timeout=deadline_seconds)
+        assert self.process.returncode == 0, out
+        return out.strip()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def terminal(stack: Stack) -> Iterator[Terminal]:
+    started = Terminal(stack.url)
+    yield started
+    started.stop()
+
+
+def test_a_cli_login_is_approved_by_clicking_approve_in_a_real_browser(stack, page, terminal):
+    sent_elsewhere: list[tuple[str, str]] = []  # (url, referer) of requests to other origins
+
+    def record(request) -> None:
+        if not request.url.startswith(stack.url + "/"):
+            sent_elsewhere.append((request.url, request.all_headers().get("referer", "")))
+
+    page.on("requestfinished", record)
+    page.on("requestfailed", record)
+    page.goto(terminal.link())
+    log_in_at_idp(page)  # no gateway session yet: the primary IdP first...
+    page.wait_for_url(f"{stack.idps['gitlab'].url}/**")
+    log_in_at_idp(page)  # ...then gitlab, and back to the approval page
+    page.wait_for_url(stack.url + "/auth/cli/approve?**")
+    # Approving logs in again for the CLI; the IdPs' sessions make that redirects only.
+    with page.expect_navigation():
+        page.get_by_role("button", name="Approve").click()
+    heading = page.get_by_role("heading").inner_text()
+    assert heading == "Command-line login approved", page.locator("main").inner_text()
+
+    token = terminal.token()
+    credential = SessionCredential.parse(token)
+    cli_session = sync_store(stack.config).load(credential)
+    assert cli_session is not None and cli_session.identity.subject
+    reply = requests.get(
+        stack.url + "/api/from-the-terminal",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        timeout=10,
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["headers"]["authorization"] == [
+        f"Bearer {cli_session.tokens['primary'].access_token}"
+    ]
+    # The pages keep Origin for our own forms but tell other sites nothing (codes, states and
+    # user codes are in our URLs).
+    assert sent_elsewhere, "the browser never went to an identity provider"
+    leaks = [(url, referer) for url, referer in sent_elsewhere if referer.startswith(stack.url)]
+    assert not leaks
