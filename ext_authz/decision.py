@@ -83,6 +83,8 @@ _MESSAGES = {
     "provider_login_required": "This resource needs a login with another provider.",
     "token_expired": "The access token for this resource has expired. Log in again.",
 }
+# Reasons that only a new login at the route's provider can cure.
+_PROVIDER_REASONS = frozenset({"provider_login_required", "token_expired"})
 # Reasons after which the cookie the browser holds is useless and is expired in the reply.
 _DEAD_COOKIE_REASONS = frozenset(
     {"invalid_credential", Lookup.UNKNOWN, Lookup.INVALID, "session_expired"}
@@ -143,6 +145,9 @@ class Decider:
         self._allowed_origins = frozenset({config.public_origin, *config.ext_authz.allowed_origins})
         self._public_url = config.public_url
         self._login_url = f"{config.public_url}{config.login_app.path_prefix}/login"
+        self._on_demand = frozenset(
+            provider.id for provider in config.providers if not provider.login_sequence
+        )
         self._realm = f'Bearer realm="{config.public_origin}"'
         secure = "; Secure" if config.secure_cookies else ""
         self._expire_cookie = (
@@ -297,7 +302,7 @@ class Decider:
         """No usable session: anonymous routes let the request through, others ask to log in."""
         if route.anonymous:
             return self._allow_anonymous(request, route, "anonymous")
-        login_url = self.login_url(request)
+        login_url = self.login_url(request, self._provider_to_log_in(route, reason))
         extra: list[tuple[str, str]] = []
         if from_cookie and reason in _DEAD_COOKIE_REASONS:
             extra.append(("set-cookie", self._expire_cookie))
@@ -324,10 +329,24 @@ class Decider:
             return Deny(route.name, "forbidden", 403, _HTML_HEADERS, self._forbidden_page)
         return json_deny(route.name, "forbidden", 403, "forbidden", _FORBIDDEN_MESSAGE)
 
-    def login_url(self, request: CheckRequest) -> str:
-        """Where to log in and come back to this request's URL (always on our own origin)."""
+    def _provider_to_log_in(self, route: Route, reason: str) -> str | None:
+        """The provider the login must visit for this route, when walking the login sequence
+        would not bring its token: its own token is the problem, or it is logged in on demand.
+        Without it the login app would find nothing to do and send the browser straight back
+        here: a redirect loop."""
+        provider = route.provider
+        if provider is not None and (reason in _PROVIDER_REASONS or provider in self._on_demand):
+            return provider
+        return None
+
+    def login_url(self, request: CheckRequest, provider: str | None = None) -> str:
+        """Where to log in (at ``provider`` too, when given) and come back to this request's
+        URL (always on our own origin)."""
         path = request.path if request.path.startswith("/") else "/"
-        return self._login_url + "?" + urlencode({"redirect_url": self._public_url + path})
+        query = {"redirect_url": self._public_url + path}
+        if provider is not None:
+            query["provider"] = provider
+        return self._login_url + "?" + urlencode(query)
 
 
 def json_deny(

@@ -495,7 +495,17 @@ class Provider(_Model):
         None, description="Set with GATEWAY_PROVIDER_<ID>_CLIENT_SECRET."
     )
     scopes: tuple[str, ...] = Field((), description="Scopes to ask for.")
-    login_sequence: bool = Field(True, description="Part of the browser login sequence.")
+    login_sequence: bool = Field(
+        True,
+        description="Part of the browser login sequence; false: logged in on demand, when a "
+        "route needs its token (the first provider, the primary, must be in the sequence).",
+    )
+    optional: bool = Field(
+        False,
+        description="In the sequence but not the primary: a login goes on without it while it "
+        "is down (the session gets no tokens for it; a route that needs them logs in to it on "
+        "demand).",
+    )
     issuer: str | None = Field(None, description="OIDC issuer; endpoints come from discovery.")
     authorize_url: str | None = Field(None, description="oauth2: the authorization endpoint.")
     token_url: str | None = Field(None, description="oauth2: the token endpoint.")
@@ -668,6 +678,40 @@ class GatewayConfig(_Model):
             if route.matches(auth_prefix) or route.prefix.startswith(auth_prefix + "/"):
                 raise ValueError(f"routes[{index}].prefix: overlaps the login app at {auth_prefix}")
         return self
+
+    @model_validator(mode="after")
+    def _login_sequence(self) -> GatewayConfig:
+        """The sequence must be walkable: a primary to say who the user is, and every provider
+        left out of it reachable on demand, through a route that needs it."""
+        needed = {route.provider for route in self.routes}
+        for index, provider in enumerate(self.providers):
+            where = f"providers[{index}]"
+            if index == 0 and not provider.login_sequence:
+                raise ValueError(
+                    f"{where}.login_sequence: the first provider is the primary (it says who "
+                    "the user is) and must be in the login sequence"
+                )
+            if index == 0 and provider.optional:
+                raise ValueError(
+                    f"{where}.optional: the primary provider says who the user is; a login "
+                    "cannot go on without it"
+                )
+            if not provider.login_sequence and provider.optional:
+                raise ValueError(
+                    f"{where}.optional: only a provider in the login sequence can be optional "
+                    "(one outside it is only logged in when a route needs it)"
+                )
+            if not provider.login_sequence and provider.id not in needed:
+                raise ValueError(
+                    f"{where}.login_sequence: false, and no route needs {provider.id!r}: it "
+                    "would never be logged in"
+                )
+        return self
+
+    @property
+    def login_sequence(self) -> tuple[str, ...]:
+        """Provider ids in login order; the first is the primary."""
+        return tuple(p.id for p in self.providers if p.login_sequence)
 
     @property
     def public_origin(self) -> str:

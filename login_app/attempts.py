@@ -64,6 +64,8 @@ class LoginAttempt:
     carried_subject: str | None = None  # whose tokens were carried over from that session
     for_device: str | None = None  # a CLI login's device id: the new session goes to the CLI
     approver_subject: str | None = None  # who approved that CLI login in this browser
+    requested: str | None = None  # the provider the login was started for (never skipped)
+    skipped: list[str] = field(default_factory=list)  # optional providers that were down
 
     @property
     def provider_id(self) -> str:
@@ -121,6 +123,7 @@ class AttemptStore:
         *,
         for_device: str | None = None,
         approver_subject: str | None = None,
+        requested: str | None = None,
     ) -> LoginAttempt:
         return LoginAttempt(
             attempt_id=secrets.token_urlsafe(18),
@@ -129,6 +132,7 @@ class AttemptStore:
             replaces=replaces,
             for_device=for_device,
             approver_subject=approver_subject,
+            requested=requested,
         )
 
     def save(self, attempt: LoginAttempt, binding: str) -> None:
@@ -172,6 +176,18 @@ class AttemptStore:
         if not hmac.compare_digest(attempt.state, state):
             raise StateMismatch("the state does not match this login step")
         return attempt
+
+    def count_round(self, binding: str, provider_id: str, window: int) -> int:
+        """How many logins this browser started for ``provider_id`` within ``window``
+        seconds, this one included."""
+        digest = hashlib.sha256(binding_bytes(binding)).hexdigest()
+        key = f"{self._prefix}login-rounds:{{{digest}}}:{provider_id}"
+        with translate_redis_errors("counting logins"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(key, 0, ex=window, nx=True)  # the window starts with the first round
+            pipe.incr(key)
+            _, count = pipe.execute()
+        return int(count)
 
     def finish(self, attempt: LoginAttempt) -> None:
         with translate_redis_errors("ending a login attempt"):

@@ -198,7 +198,7 @@ def approve() -> BaseResponse | str:
             message="You denied the login. The command-line tool was not logged in.",
         )
     logger.info("cli login approval logs in again")
-    return start_device_login(svc, record.device_id, session.identity.subject)
+    return start_device_login(svc, record.device_id, session)
 
 
 def _pending_record(user_code: str) -> DeviceRecord:

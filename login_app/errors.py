@@ -7,6 +7,8 @@
     ├── ProviderError        the provider answered with an error (access_denied, ...)
     ├── TokenExchangeFailed  the code could not be exchanged (network, 4xx/5xx, bad reply)
     ├── IdTokenInvalid       the ID token failed validation (signature, iss, aud, nonce, ...)
+    ├── UnknownProvider      the login asks for a provider the configuration does not have
+    ├── LoginLoop            a provider just logged in is asked for again (a redirect loop)
     └── LoginUnavailable     Redis or a provider cannot be reached now
 
 Authlib, requests and Redis errors are translated into these where those libraries are
@@ -59,6 +61,19 @@ class TokenExchangeFailed(LoginError):
 class IdTokenInvalid(LoginError):
     code = "invalid_id_token"
     title = "The identity provider's ID token is not valid"
+
+
+class UnknownProvider(LoginError):
+    code = "unknown_provider"
+    title = "That identity provider is not known here"
+    retry = False
+
+
+class LoginLoop(LoginError):
+    code = "login_loop"
+    status = 409
+    title = "This page keeps asking for the same login"
+    retry = False
 
 
 class LoginUnavailable(LoginError):

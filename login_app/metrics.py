@@ -1,4 +1,4 @@
-"""The login app's metrics: logins and logouts by provider and result."""
+"""The login app's metrics: logins, skipped login steps and logouts by provider and result."""
 
 from prometheus_client import Counter
 
@@ -9,4 +9,9 @@ LOGINS = Counter(
 )
 LOGOUTS = Counter(
     "gateway_logouts_total", "Logouts by kind (rp, backchannel) and result.", ["kind", "result"]
+)
+LOGIN_STEPS_SKIPPED = Counter(
+    "gateway_login_steps_skipped_total",
+    "Optional providers a login went on without, by reason (unavailable: it was down).",
+    ["provider", "reason"],
 )

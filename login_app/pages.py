@@ -37,6 +37,11 @@ _EXPLANATIONS = {
     "token_exchange_failed": "The identity provider's reply could not be used.",
     "invalid_id_token": "The identity provider's answer failed our security checks.",
     "unavailable": "A service the login needs is not answering. Please try again shortly.",
+    "unknown_provider": "The link asked to log you in with an identity provider this site "
+    "does not use. If you followed a link, it may be outdated.",
+    "login_loop": "You have just logged in with this identity provider, yet the page you "
+    "wanted still asks for that login, so it was not started again. Please tell the site's "
+    "operators.",
 }
 
 

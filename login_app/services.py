@@ -18,6 +18,7 @@ from gateway.session_factory import session_codec
 from gateway.sessions import Session
 from gateway.store import SessionStore
 from login_app.attempts import AttemptStore
+from login_app.availability import Availability
 from login_app.cookies import request_credential
 from login_app.device_store import DeviceCodeStore
 
@@ -30,11 +31,17 @@ class Services:
     attempts: AttemptStore
     device_codes: DeviceCodeStore
     providers: dict[str, ProviderClient]
+    availability: Availability
 
     @cached_property
     def login_sequence(self) -> tuple[str, ...]:
         """Provider ids in login order; a tuple, as every request shares it."""
-        return tuple(p.id for p in self.config.providers if p.login_sequence)
+        return self.config.login_sequence
+
+    @cached_property
+    def optional(self) -> frozenset[str]:
+        """Providers a login may go on without while they are down."""
+        return frozenset(p.id for p in self.config.providers if p.optional)
 
     @cached_property
     def primary(self) -> ProviderClient | None:
@@ -71,6 +78,7 @@ def build_services(config: GatewayConfig, client: redis.Redis | None = None) -> 
         attempts=AttemptStore(client, cipher, config.redis.key_prefix),
         device_codes=DeviceCodeStore(client, cipher, config.redis.key_prefix),
         providers={p.id: ProviderClient(p, callback) for p in config.providers},
+        availability=Availability(),
     )
 
 

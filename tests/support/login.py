@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from urllib.parse import urljoin
 
 import requests
@@ -23,12 +24,17 @@ def follow(
 ) -> requests.Response:
     """Follow redirects, logging in at every IdP form on the way; return the final page.
 
-    Every response on the way is appended to ``seen`` when it is given."""
+    Every response on the way is appended to ``seen`` when it is given. A URL asked for a
+    third time is a redirect loop (a browser would give up on it): AssertionError."""
+    visits: Counter[str] = Counter()
     for _ in range(max_hops):
         if seen is not None:
             seen.append(response)
         if response.is_redirect:
             target = urljoin(response.url, response.headers["location"])
+            visits[target] += 1
+            if visits[target] > 2:
+                raise AssertionError(f"redirect loop: {target} asked for a third time")
             response = browser.get(target, headers=HTML, allow_redirects=False, timeout=10)
         elif response.status_code == 200 and 'id="password"' in response.text:
             response = submit_login_form(browser, response, username=username, password=password)

@@ -70,6 +70,8 @@ def changed(changes: dict[str, Any]) -> dict[str, Any]:
 
 DELETE = object()
 ROUTE = {"name": "extra", "prefix": "/extra/", "upstream": "http://backend.test"}
+ON_DEMAND = {"id": "hub", "kind": "oauth2", "authorize_url": "https://hub.test/authorize",
+             "token_url": "https://hub.test/token", "client_id": "gw", "login_sequence": False}
 
 
 # ---- invalid configurations ----------------------------------------------------------------
@@ -186,6 +188,16 @@ ROUTE = {"name": "extra", "prefix": "/extra/", "upstream": "http://backend.test"
         pytest.param({"login_app": {"listen": "localhost"}}, SECRETS, "login_app.listen",
                      id="login-app-listen-without-port"),
         pytest.param({"bogus": 1}, SECRETS, "bogus", id="unknown-top-level-key"),
+        pytest.param({"providers[0].login_sequence": False}, SECRETS,
+                     "providers[0].login_sequence", id="primary-outside-the-login-sequence"),
+        pytest.param({"providers[0].optional": True}, SECRETS, "providers[0].optional",
+                     id="optional-primary"),
+        pytest.param({"providers[1].login_sequence": False, "providers[1].optional": True},
+                     SECRETS, "providers[1].optional", id="optional-on-demand-provider"),
+        pytest.param({"providers[2]": {**ON_DEMAND, "id": "unused"}}, SECRETS,
+                     "providers[2].login_sequence", id="on-demand-provider-no-route-needs"),
+        pytest.param({"providers[1].optional": "sometimes"}, SECRETS, "providers[1].optional",
+                     id="optional-not-a-bool"),
     ],
 )
 def test_an_invalid_config_fails_naming_the_key(
@@ -196,6 +208,21 @@ def test_an_invalid_config_fails_naming_the_key(
     message = str(raised.value)
     # The key path must be named as a whole path, not as the tail of a longer one.
     assert re.search(rf"(^|[;:] ){re.escape(key_path)}[:.\[ ]", message), message
+
+
+def test_providers_outside_the_sequence_are_logged_in_on_demand_and_others_may_be_optional():
+    config = parse_config(
+        changed(
+            {
+                "providers[1].optional": True,
+                "providers[2]": ON_DEMAND,
+                "routes[3]": {**ROUTE, "provider": "hub"},
+            }
+        ),
+        SECRETS,
+    )
+    assert config.login_sequence == ("primary", "gitlab")
+    assert [p.optional for p in config.providers] == [False, True, False]
 
 
 @pytest.mark.parametrize(

@@ -742,6 +742,57 @@ def test_the_login_url_is_on_the_public_origin_and_returns_to_the_original_url(
     }
 
 
+def login_query(decision: Deny) -> dict[str, list[str]]:
+    login_url = headers_of(decision).get("location") or body_of(decision)["login_url"]
+    return parse_qs(urlsplit(login_url).query)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "reason"),
+    [
+        pytest.param({"primary": TokenSet("p")}, "provider_login_required", id="no-token"),
+        pytest.param(
+            {"primary": TokenSet("p"), "gitlab": TokenSet("g", needs_login=True)},
+            "provider_login_required",
+            id="refresh-refused",
+        ),
+        pytest.param(
+            {"primary": TokenSet("p"), "gitlab": TokenSet("g", expires_at=NOW - 1)},
+            "token_expired",
+            id="expired-without-refresh",
+        ),
+    ],
+)
+@pytest.mark.parametrize("accept", [pytest.param(HTML, id="302"), pytest.param("*/*", id="401")])
+def test_a_missing_provider_token_sends_to_a_login_naming_that_provider(
+    decider: Decider,
+    credential: SessionCredential,
+    tokens: dict[str, TokenSet],
+    reason: str,
+    accept: str,
+) -> None:
+    """The login app then visits that provider: walking the sequence alone would find nothing
+    to do and send the browser straight back (a redirect loop)."""
+    request = browser_request(credential, "/gitlab/projects", accept=accept)
+    status = 302 if accept == HTML else 401
+    decision = denied(decide(decider, request, session_with(tokens)), status)
+    assert decision.reason == reason
+    assert login_query(decision) == {
+        "redirect_url": [f"{PUBLIC_URL}/gitlab/projects"],
+        "provider": ["gitlab"],
+    }
+
+
+def test_without_a_session_only_an_on_demand_provider_is_named_in_the_login_url() -> None:
+    data = config_data()
+    data["providers"][1]["login_sequence"] = False
+    decider = Decider(parse_config(data, SECRETS))
+    on_demand = denied(decider.begin(CheckRequest("GET", "/gitlab/x", {})), 401)
+    assert login_query(on_demand)["provider"] == ["gitlab"]
+    in_sequence = denied(decider.begin(CheckRequest("GET", "/api/x", {})), 401)
+    assert "provider" not in login_query(in_sequence)
+
+
 # ---- choosing the route --------------------------------------------------------------------
 
 
