@@ -1,11 +1,15 @@
-"""Liveness (``/health``) and readiness (``/ready``: Redis and providers' metadata reachable)."""
+"""Liveness (``/health``) and readiness (``/ready``: Redis and the providers every login needs).
+
+A provider that only some logins need (optional, or logged in on demand) is reported but does
+not make the login app unready: while it is down everyone else still logs in.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 from werkzeug.wrappers import Response
 
-from gateway.errors import ProviderFailure, StoreUnavailable
+from gateway.errors import StoreUnavailable
 from gateway.redis_client import translate_redis_errors
 from login_app.services import services
 
@@ -28,10 +32,8 @@ def ready() -> tuple[Response, int]:
     except StoreUnavailable:
         checks["redis"] = "unreachable"
     for provider_id, client in svc.providers.items():
-        try:
-            client.endpoints()  # oidc: discovery (cached once fetched); oauth2: from config
-            checks[f"provider:{provider_id}"] = "ok"
-        except ProviderFailure:
-            checks[f"provider:{provider_id}"] = "unreachable"
-    ok = all(value == "ok" for value in checks.values())
+        up = svc.availability.is_up(client)  # oidc: discovery too (cached once fetched)
+        checks[f"provider:{provider_id}"] = "ok" if up else "unreachable"
+    needed = ["redis"] + [f"provider:{p}" for p in svc.login_sequence if p not in svc.optional]
+    ok = all(checks[name] == "ok" for name in needed)
     return jsonify(status="ready" if ok else "not_ready", checks=checks), 200 if ok else 503

@@ -17,6 +17,7 @@ from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
 from tests.support.checks import check, injected
 from tests.support.login import browser_login
+from tests.support.metrics import metrics, sample
 from tests.support.servers import TEST_SECRET, EchoBackend, RedisServer
 from tests.support.stack import GITLAB_SECRET, PRIMARY_SECRET, Stack, start_stack
 
@@ -28,23 +29,6 @@ def stack(tmp_path_factory, own_redis: RedisServer, echo_backend: EchoBackend) -
     stack = start_stack(tmp_path_factory.mktemp("ops"), own_redis, echo_backend, with_login=True)
     yield stack
     stack.stop()
-
-
-def metrics(address: str) -> str:
-    return requests.get(f"http://{address}/metrics", timeout=5).text
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of the sample with exactly these labels (in any order), 0 when absent."""
-    for line in text.splitlines():
-        series, _, value = line.rpartition(" ")
-        metric, _, rest = series.partition("{")
-        found = dict(
-            pair.split("=", 1) for pair in rest.rstrip("}").split(",") if "=" in pair
-        )
-        if metric == name and {k: v.strip('"') for k, v in found.items()} == labels:
-            return float(value)
-    return 0.0
 
 
 def test_metrics_count_decisions_logins_and_redis_without_user_data(stack):

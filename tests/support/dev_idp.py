@@ -10,6 +10,7 @@ browser-like ``requests.Session`` through a login.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from html.parser import HTMLParser
@@ -18,7 +19,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from devtools.processes import ManagedProcess, free_port
+from devtools.processes import ManagedProcess, free_port, port_open
 
 DEFAULT_CLIENT = "test-client:test-secret:http://127.0.0.1:8080/callback"
 LISTENING_LINE = "dev-idp listening on "
@@ -40,6 +41,17 @@ class DevIdp:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
         self._process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL, as in a crash: the port refuses connections from now on."""
+        self._process.signal(signal.SIGKILL)
+        assert self._process.process is not None
+        self._process.process.wait(ADMIN_TIMEOUT_SECONDS)
+
+    def restart(self, timeout: float = 15.0) -> None:
+        """Start the provider again on its port, with the same settings. It is a new process:
+        its sessions and tokens from before are gone."""
+        self._process.start(lambda: port_open(self.port), timeout=timeout)
 
     def output(self) -> str:
         """The provider's stdout and stderr so far (request log included)."""
