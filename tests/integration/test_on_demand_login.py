@@ -8,6 +8,7 @@ with a loop detector (tests.support.login.follow).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ import requests
 from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
 from gateway.sessions import Identity, Session, TokenSet
+from login_app.cli_login import GRANT_TYPE
 from login_app.login import LOOP_ROUNDS
 from tests.support.dev_idp import submit_login_form
 from tests.support.login import HTML, browser_login, follow
@@ -185,3 +187,32 @@ def test_a_browser_sent_to_the_same_provider_again_and_again_gets_a_page(stack):
     other = requests.Session()
     other.cookies.set(stack.cookie_name, credential.encode())
     assert open_page(other, login).status_code == 302
+
+
+def test_a_cli_login_approved_by_that_browser_gets_its_on_demand_providers_too(stack, logged_in):
+    """A terminal cannot be sent through a login page later: it gets now what the browser has."""
+    assert follow(logged_in, open_page(logged_in, stack.url + "/gitlab/x")).status_code == 200
+    started = requests.post(stack.url + "/auth/cli/start", timeout=10).json()
+    approval = logged_in.get(
+        started["verification_uri_complete"], headers=HTML, allow_redirects=False, timeout=10
+    )
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', approval.text)
+    assert csrf, approval.text[:500]
+    pressed = logged_in.post(
+        started["verification_uri"],
+        data={"user_code": started["user_code"], "csrf_token": csrf[1], "action": "approve"},
+        headers={**HTML, "Origin": stack.config.public_origin},
+        allow_redirects=False,
+        timeout=10,
+    )
+    seen: list[requests.Response] = []
+    done = follow(logged_in, pressed, seen=seen)
+    assert done.status_code == 200 and "return to your terminal" in done.text
+    assert hosts(stack, seen) == ["primary", "gitlab"]
+    token = requests.post(
+        stack.url + "/auth/cli/token",
+        data={"grant_type": GRANT_TYPE, "device_code": started["device_code"]},
+        timeout=10,
+    ).json()["access_token"]
+    cli = sync_store(stack.config).load(SessionCredential.parse(token))
+    assert cli is not None and set(cli.tokens) == {"primary", "gitlab"}
