@@ -133,15 +133,27 @@ class SessionStore:
                 self._redis, self._codec, self._codec.user_index_key(subject)
             )
 
-    def delete_provider_session(self, provider_session_id: str) -> int:
-        """End every session born from one IdP session (OIDC back-channel logout by sid)."""
+    def lookup_ids_of_provider_session(self, provider_session_id: str) -> list[str]:
+        index = self._codec.provider_session_index_key(provider_session_id)
+        with translate_redis_errors("reading a provider session's sessions"):
+            keys = self._redis.hkeys(index)
+        return sorted(reply_text(key) for key in keys)  # type: ignore[union-attr]
+
+    def delete_provider_session(
+        self, provider_session_id: str, keep: frozenset[str] = frozenset()
+    ) -> int:
+        """End every session born from one IdP session (OIDC back-channel logout by sid)
+        except those whose lookup ids are in ``keep``."""
         index = self._codec.provider_session_index_key(provider_session_id)
         with translate_redis_errors("deleting indexed sessions"):
-            return end_indexed_sessions(self._redis, self._codec, index)
+            return end_indexed_sessions(self._redis, self._codec, index, keep)
 
 
-def end_indexed_sessions(client: redis.Redis, codec: SessionCodec, index: str) -> int:
-    """End every session ``index`` names; returns how many records existed.
+def end_indexed_sessions(
+    client: redis.Redis, codec: SessionCodec, index: str, keep: frozenset[str] = frozenset()
+) -> int:
+    """End every session ``index`` names but those in ``keep``; returns how many records
+    existed.
 
     The records are in many hash slots (a cluster splits the pipeline between its nodes) and
     none is atomic with the index. So every record is deleted before any index entry goes:
@@ -149,7 +161,11 @@ def end_indexed_sessions(client: redis.Redis, codec: SessionCodec, index: str) -
     a live session missing from its index. Only the entries read are removed (not the whole
     index), so a session added meanwhile stays indexed.
     """
-    lookup_ids = [reply_text(field) for field in client.hkeys(index)]  # type: ignore[union-attr]
+    lookup_ids = [
+        lookup_id
+        for lookup_id in (reply_text(field) for field in client.hkeys(index))  # type: ignore[union-attr]
+        if lookup_id not in keep
+    ]
     if not lookup_ids:
         return 0
     pipe = client.pipeline(transaction=False)

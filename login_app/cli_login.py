@@ -9,8 +9,12 @@ Approving runs the whole login sequence once more in the browser (login.py): the
 providers' SSO sessions usually make that a few redirects. Its finish gives the CLI a
 brand-new session with tokens of its own, never copies of the browser's: with providers that
 rotate refresh tokens, a refresh in one session would otherwise end the other's. The CLI never
-holds the browser's credential, and each can be logged out on its own. The device stays
-pending until that login finishes.
+holds the browser's credential. The device stays pending until that login finishes.
+
+Each session is logged out on its own: the browser's logout (and the provider's back-channel
+answer to it) leaves the CLI session alone, and the CLI's leaves the browser's. A logout the
+provider makes itself ends both, as they were logged in within one provider session (see
+logout.py and own_logouts.py; the README's "Logging out" states the rule).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Logout (RP-initiated and back-channel) and the user profile endpoint."""
+"""Logout (RP-initiated and back-channel) and the user profile endpoint.
+
+Logging out ends the session that logs out (and, for a browser, the provider's session);
+only the provider ends more: a back-channel logout ends every gateway session of the provider
+session or user it names, except those our own logout of that provider session left alive
+(own_logouts.py).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,11 @@ from urllib.parse import urlencode
 from flask import Blueprint, jsonify, redirect, render_template, request
 from werkzeug.wrappers import Response
 
+from gateway.credentials import SessionCredential
 from gateway.errors import ProviderFailure, ProviderUnavailable, TokenInvalid
 from gateway.redis_client import translate_redis_errors
 from gateway.sessions import Session
-from login_app.cookies import expire_binding_cookie, expire_session_cookie
+from login_app.cookies import expire_binding_cookie, expire_session_cookie, parse_credential
 from login_app.login import redirect_target
 from login_app.metrics import LOGOUTS
 from login_app.services import Services, request_session, services
@@ -59,6 +66,7 @@ def logout() -> Response:
         except ProviderFailure:
             end_session = None
         if end_session:
+            _note_own_logout(svc, credential, session)
             destination = (
                 end_session
                 + "?"
@@ -82,6 +90,21 @@ def logout() -> Response:
     return response
 
 
+def _note_own_logout(
+    svc: Services, credential: SessionCredential | None, session: Session | None
+) -> None:
+    """The provider's back-channel reply to the end-session request a browser is about to
+    make must leave the other sessions of that provider session alone (see own_logouts).
+
+    Only a browser's logout (its cookie) is noted: a CLI's gets the end-session URL in JSON
+    and may never visit it, and a note would then spare the browser's session from the
+    provider's own logout of that session."""
+    sid = session.identity.provider_session_id if session else ""
+    browser = parse_credential(request.cookies.get(svc.config.cookie_name))
+    if sid and credential is not None and browser is not None and browser == credential:
+        svc.own_logouts.remember(sid, svc.sessions.lookup_ids_of_provider_session(sid))
+
+
 @blueprint.get("/logged-out")
 def logged_out() -> str:
     svc = services()
@@ -97,7 +120,8 @@ def logged_out() -> str:
 
 @blueprint.post("/backchannel-logout")
 def backchannel_logout() -> tuple[Response, int]:
-    """OIDC Back-Channel Logout 1.0: end every session of the IdP session (or user)."""
+    """OIDC Back-Channel Logout 1.0: end every session of the IdP session (or user), but
+    those our own logout of that IdP session left alive (the CLI sessions a browser approved)."""
     svc = services()
     primary = svc.primary
     token = request.form.get("logout_token", "")
@@ -119,13 +143,19 @@ def backchannel_logout() -> tuple[Response, int]:
     sid, subject = claims.get("sid"), claims.get("sub")
     # Delete first, then remember the token: should the deletion fail (503), the provider's
     # retry of the same token must still be honoured, and deleting twice is harmless.
+    spared: frozenset[str] = frozenset()
     if isinstance(sid, str) and sid:
-        ended = svc.sessions.delete_provider_session(sid)
+        # Our own logout's echo ends no more than that logout did; the provider's own
+        # logout of a session (or of the user, below) ends every gateway session of it.
+        spared = svc.own_logouts.take(sid)
+        ended = svc.sessions.delete_provider_session(sid, keep=spared)
     else:
         ended = svc.sessions.delete_user_sessions(str(subject))
     with translate_redis_errors("remembering a logout token"):
         svc.redis.set(replay_key, b"1", ex=_LOGOUT_TOKEN_REPLAY_SECONDS)
-    logger.info("back-channel logout", extra={"sessions_ended": ended})
+    logger.info(
+        "back-channel logout", extra={"sessions_ended": ended, "sessions_spared": len(spared)}
+    )
     LOGOUTS.labels("backchannel", "ok").inc()
     response = jsonify(sessions_ended=ended)
     response.headers["Cache-Control"] = "no-store"

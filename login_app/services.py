@@ -21,6 +21,7 @@ from login_app.attempts import AttemptStore
 from login_app.availability import Availability
 from login_app.cookies import request_credential
 from login_app.device_store import DeviceCodeStore
+from login_app.own_logouts import OwnLogouts
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Services:
     device_codes: DeviceCodeStore
     providers: dict[str, ProviderClient]
     availability: Availability
+    own_logouts: OwnLogouts
 
     @cached_property
     def login_sequence(self) -> tuple[str, ...]:
@@ -79,6 +81,7 @@ def build_services(config: GatewayConfig, client: redis.Redis | None = None) -> 
         device_codes=DeviceCodeStore(client, cipher, config.redis.key_prefix),
         providers={p.id: ProviderClient(p, callback) for p in config.providers},
         availability=Availability(),
+        own_logouts=OwnLogouts(client, config.redis.key_prefix),
     )
 
 

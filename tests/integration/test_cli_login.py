@@ -415,6 +415,103 @@ def test_redis_never_holds_the_credential_or_device_code_in_clear(stack, termina
     assert terminal.poll(started["device_code"])[0] == 200
 
 
+def backchannel_deliveries(stack: Stack, sid: str) -> list[dict[str, Any]]:
+    deliveries = stack.idps["primary"].stats()["backchannel_deliveries"]
+    return [d for d in deliveries if d["sid"] == sid]
+
+
+def cli_get(stack: Stack, credential: SessionCredential, path: str) -> requests.Response:
+    return requests.get(
+        stack.url + path,
+        headers={**JSON, "Authorization": f"Bearer {credential.encode()}"},
+        timeout=10,
+    )
+
+
+def test_a_browser_logout_leaves_the_cli_sessions_it_approved_logged_in(
+    stack, terminal, approver
+):
+    """The browser's logout ends the provider's session too (RP-initiated logout), and the
+    provider answers with a back-channel logout for it: that one ends nothing more."""
+    cli = approved_cli(terminal, approver)
+    browser_credential = approver.credential
+    sid = stored(stack, browser_credential).identity.provider_session_id
+    assert sid and stored(stack, cli).identity.provider_session_id == sid  # one IdP session
+
+    logout = approver.browser.get(
+        stack.url + "/auth/logout", headers=HTML, allow_redirects=False, timeout=10
+    )
+    page = follow(approver.browser, logout)
+    assert page.status_code == 200 and "You are logged out" in page.text
+    assert [d["status"] for d in backchannel_deliveries(stack, sid)] == [200]
+    assert sync_store(stack.config).load(browser_credential) is None
+
+    assert stored(stack, cli).identity.provider_session_id == sid
+    assert cli_get(stack, cli, "/auth/user").status_code == 200
+    reply = cli_get(stack, cli, "/gitlab/projects")
+    assert reply.status_code == 200, reply.text
+    # Ending its session, this provider revoked every token issued in it (as Keycloak does):
+    # the CLI session learns so at its next refresh, and only that provider needs a login.
+    expire_access_token(stack, cli, "primary")
+    refused = cli_get(stack, cli, "/api/x")
+    assert refused.status_code == 401 and refused.json()["reason"] == "provider_login_required"
+    assert cli_get(stack, cli, "/gitlab/projects").status_code == 200
+    # Then the provider's own session-wide logout of that session ends the CLI session too.
+    ended = stack.idps["primary"].backchannel_logout(sid)
+    assert [d["status"] for d in ended] == [200]
+    assert sync_store(stack.config).load(cli) is None
+    assert cli_get(stack, cli, "/gitlab/projects").status_code == 401
+
+
+def test_a_cli_logout_ends_the_cli_session_only(stack, terminal, approver):
+    cli = approved_cli(terminal, approver)
+    reply = requests.post(
+        stack.url + "/auth/logout",
+        headers={**JSON, "Authorization": f"Bearer {cli.encode()}"},
+        timeout=10,
+    )
+    assert reply.status_code == 200 and reply.json()["logged_out"] is True
+    assert sync_store(stack.config).load(cli) is None
+    assert approver.browser.get(stack.url + "/api/x", headers=JSON, timeout=10).status_code == 200
+    # The CLI never visits the end-session URL it was given: nothing of the browser's
+    # provider session is spared when the provider ends that session itself.
+    sid = stored(stack, approver.credential).identity.provider_session_id
+    assert [d["status"] for d in stack.idps["primary"].backchannel_logout(sid)] == [200]
+    assert sync_store(stack.config).load(approver.credential) is None
+
+
+def test_a_logout_at_the_provider_ends_the_browser_and_cli_sessions_of_its_session(
+    stack, terminal, approver
+):
+    cli = approved_cli(terminal, approver)
+    sid = stored(stack, approver.credential).identity.provider_session_id
+    ended = stack.idps["primary"].backchannel_logout(sid)
+    assert [d["status"] for d in ended] == [200]
+    assert sync_store(stack.config).load(approver.credential) is None
+    assert sync_store(stack.config).load(cli) is None
+
+
+def test_a_logout_of_the_user_at_the_provider_ends_every_session(stack, terminal, approver):
+    cli = approved_cli(terminal, approver)
+    session = stored(stack, approver.credential)
+    logout_token = stack.idps["primary"].sign(
+        {
+            "iss": stack.idps["primary"].issuer,
+            "aud": "gw",
+            "iat": int(time.time()),
+            "jti": secrets.token_urlsafe(16),
+            "sub": session.identity.subject,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        }
+    )
+    reply = requests.post(
+        stack.url + "/auth/backchannel-logout", data={"logout_token": logout_token}, timeout=10
+    )
+    assert reply.status_code == 200, reply.text
+    assert sync_store(stack.config).load(approver.credential) is None
+    assert sync_store(stack.config).load(cli) is None
+
+
 def _approve_when_printed(
     lines: queue.Queue[str], approver: Approver, action: str, errors: list[BaseException]
 ) -> None:
