@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: chromium run test lint typecheck protos check-protos unit integration render-envoy image clean
+.PHONY: chromium node-deps run test lint typecheck protos check-protos unit integration render-envoy image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,16 +19,20 @@ run: $(STAMP)
 	$(BIN)/python -m devtools.run_stack
 
 ## Everything CI runs: lint, types, generated-code check, all tests.
-test: $(STAMP) lint typecheck check-protos chromium
+test: $(STAMP) lint typecheck check-protos chromium node-deps
 	$(BIN)/python -m pytest -q
 
 chromium:
 	bash devtools/ensure-chromium.sh
 
+## Node.js, npm and the locked packages of devtools/*/ (test peers such as oidc-provider).
+node-deps:
+	bash devtools/ensure-node.sh
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) node-deps
 	$(BIN)/python -m pytest -q -m integration
 
 lint: $(STAMP)
