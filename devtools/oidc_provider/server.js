@@ -8,7 +8,14 @@
 //   event_log (a file to append one JSON line per event to; default stdout),
 //   clients: [{client_id, client_secret, redirect_uris, post_logout_redirect_uris,
 //              backchannel_logout_uri, token_endpoint_auth_method, jwks, ...more metadata}],
+//   clients_file (optional: a JSON file with more such clients, read at every lookup, so a
+//                 test can register a client once it knows the client's URLs),
 //   users: [{id, password, email, name, groups}]
+//
+// oidc-provider takes a client_secret_basic client's secret from the form body too; this
+// peer refuses an Authorization: Basic header from a client registered for another method,
+// as stricter providers (JupyterHub) do, and every event line says which client
+// authentication the request actually used (`client_auth`).
 //
 // Login and consent are two plain HTML forms at /interaction/<uid> that a test can post to
 // without a browser. Event lines never carry tokens, codes, secrets or passwords.
@@ -17,6 +24,7 @@ import { createHash, generateKeyPairSync, randomBytes, timingSafeEqual } from 'n
 import { appendFileSync, readFileSync } from 'node:fs';
 
 import Provider from 'oidc-provider';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 const MAX_FORM_BYTES = 16 * 1024;
 // Longer than oidc-provider's own 2.5 s: a back-channel logout on a busy test machine
@@ -28,7 +36,7 @@ function readConfig(path) {
     throw new Error('usage: node server.js CONFIG.json');
   }
   const config = JSON.parse(readFileSync(path, 'utf8'));
-  for (const key of ['port', 'issuer', 'clients', 'users']) {
+  for (const key of ['port', 'issuer', 'users']) {
     if (config[key] === undefined) {
       throw new Error(`${path}: "${key}" is missing`);
     }
@@ -64,6 +72,99 @@ function clientMetadata(spec) {
     backchannel_logout_session_required: spec.backchannel_logout_uri ? true : undefined,
     ...spec,
   });
+}
+
+class Clients {
+  constructor(staticSpecs, file) {
+    this.static = staticSpecs.map(clientMetadata);
+    this.file = file;
+  }
+
+  fromFile() {
+    if (!this.file) {
+      return [];
+    }
+    try {
+      return JSON.parse(readFileSync(this.file, 'utf8')).map(clientMetadata);
+    } catch (error) {
+      if (error.code === 'ENOENT') {
+        return [];
+      }
+      throw error;
+    }
+  }
+
+  find(clientId) {
+    return [...this.static, ...this.fromFile()].find((spec) => spec.client_id === clientId);
+  }
+
+  // oidc-provider asks its adapter for clients it was not given at start.
+  adapter() {
+    const clients = this;
+    return class extends MemoryAdapter {
+      constructor(model) {
+        super(model);
+        this.model = model;
+      }
+
+      async find(id) {
+        if (this.model === 'Client') {
+          return clients.fromFile().find((spec) => spec.client_id === id);
+        }
+        return super.find(id);
+      }
+    };
+  }
+}
+
+function basicClientId(ctx) {
+  const [scheme, value] = (ctx.headers.authorization ?? '').split(' ');
+  if (scheme?.toLowerCase() !== 'basic' || !value) {
+    return undefined;
+  }
+  const decoded = Buffer.from(value, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  try {
+    // RFC 6749 §2.3.1: the id is form-encoded before it is put in the header.
+    return colon < 0 ? undefined : decodeURIComponent(decoded.slice(0, colon).replace(/\+/g, ' '));
+  } catch {
+    return undefined;
+  }
+}
+
+function clientAuthUsed(ctx) {
+  if (basicClientId(ctx) !== undefined) {
+    return 'client_secret_basic';
+  }
+  const params = ctx.oidc?.params ?? {};
+  if (params.client_assertion) {
+    return ctx.oidc.client?.clientAuthMethod === 'client_secret_jwt'
+      ? 'client_secret_jwt' : 'private_key_jwt';
+  }
+  return params.client_secret ? 'client_secret_post' : 'none';
+}
+
+// Endpoints where a client authenticates.
+const AUTHENTICATED_PATHS = new Set(['/token', '/token/revocation', '/token/introspection']);
+
+function strictBasic(clients, record) {
+  return async (ctx, next) => {
+    const clientId = AUTHENTICATED_PATHS.has(ctx.path) ? basicClientId(ctx) : undefined;
+    const method = clientId === undefined
+      ? undefined : clients.find(clientId)?.token_endpoint_auth_method;
+    if (method !== undefined && method !== 'client_secret_basic') {
+      record('client_auth.refused', {
+        path: ctx.path, client_id: clientId, client_auth: 'client_secret_basic', registered: method,
+      });
+      ctx.status = 401;
+      ctx.body = {
+        error: 'invalid_client',
+        error_description: `this client authenticates with ${method}`,
+      };
+      return undefined;
+    }
+    return next();
+  };
 }
 
 function signingKey() {
@@ -215,6 +316,7 @@ function endpointOutcomes(record) {
     record(route, withoutUndefined({
       status: ctx.status,
       client_id: ctx.oidc.client?.clientId,
+      client_auth: route === 'userinfo' ? undefined : clientAuthUsed(ctx),
       token_type_hint: ctx.oidc.params?.token_type_hint,
       token_kind: ['RefreshToken', 'AccessToken'].find((kind) => kind in entities),
       active: route === 'introspection' ? ctx.body?.active : undefined,
@@ -225,6 +327,7 @@ function endpointOutcomes(record) {
 function errorFields(ctx, error) {
   return withoutUndefined({
     client_id: ctx?.oidc?.client?.clientId,
+    client_auth: ctx?.oidc ? clientAuthUsed(ctx) : undefined,
     grant_type: ctx?.oidc?.params?.grant_type,
     error: error?.error ?? error?.name,
     error_description: error?.error_description,
@@ -236,6 +339,7 @@ function errorFields(ctx, error) {
 function recordEvents(provider, record) {
   provider.on('grant.success', (ctx) => record('grant.success', {
     client_id: ctx.oidc.client?.clientId,
+    client_auth: clientAuthUsed(ctx),
     grant_type: ctx.oidc.params?.grant_type,
   }));
   for (const event of [
@@ -298,8 +402,10 @@ function main() {
   const config = readConfig(process.argv[2]);
   const record = eventRecorder(config.event_log);
   const users = new Map(config.users.map((user) => [user.id, user]));
+  const clients = new Clients(config.clients ?? [], config.clients_file);
   const provider = new Provider(config.issuer, {
-    clients: config.clients.map(clientMetadata),
+    clients: clients.static,
+    adapter: clients.adapter(),
     findAccount: accountFinder(users),
     jwks: { keys: [signingKey()] },
     cookies: {
@@ -338,6 +444,7 @@ function main() {
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     fetch: loopbackFetch,
   });
+  provider.use(strictBasic(clients, record));
   provider.use(endpointOutcomes(record));
   provider.use(interactions(provider, users, record));
   recordEvents(provider, record);

@@ -1,20 +1,22 @@
 """node ``oidc-provider`` (an OpenID Certified provider we did not write) as a real process.
 
-    op = start_oidc_provider(tmp_path, clients=[OpClient("gw", secret, [callback])],
-                             users=[OpUser("alice", "pw", "alice@example.org", "Alice")])
+    op = start_oidc_provider(tmp_path, users=[OpUser("alice", "pw", "alice@example.org")])
+    op.add_client(OpClient("gw", secret, redirect_uris=(callback,)))  # once its URL is known
     back = complete_login(requests.Session(), authorization_url, "alice", "pw")
     assert op.introspect(access_token)["active"]
     op.stop()
 
 The server is ``devtools/oidc_provider/server.js`` (``make node-deps`` installs its packages).
-It appends one JSON line per event (``grant.success`` with its ``grant_type``,
-``grant.error``, ``backchannel.success``, ``revocation``, ...) to a log that :meth:`events`
-reads; no line carries a token.
+It appends one JSON line per event (``grant.success`` with its ``grant_type`` and the
+``client_auth`` the request used, ``grant.error``, ``backchannel.success``, ``revocation``,
+...) to a log that :meth:`events` reads; no line carries a token. Clients can be added while
+it runs: a gateway's redirect URIs are known only once the gateway has its port.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import urllib.request
@@ -33,6 +35,8 @@ SERVER_DIR = REPO_ROOT / "devtools" / "oidc_provider"
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 HTTP_TIMEOUT = 10.0
 INTROSPECTOR_ID = "introspector"  # a resource server: it may only introspect
+EVENT_LOG = "oidc-provider-events.jsonl"
+CLIENTS_FILE = "oidc-provider-clients.json"
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,31 @@ class OidcProvider:
     """A running oidc-provider: its URLs, its event log and an introspection client."""
 
     def __init__(
-        self, process: ManagedProcess, port: int, event_log: Path, introspector_secret: str
+        self,
+        process: ManagedProcess,
+        port: int,
+        directory: Path,
+        introspector_secret: str,
     ) -> None:
         self._process = process
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.issuer = self.url
-        self.event_log = event_log
+        self.event_log = directory / EVENT_LOG
+        self._clients_file = directory / CLIENTS_FILE
+        self._clients: dict[str, OpClient] = {}
         self._introspector = (INTROSPECTOR_ID, introspector_secret)
         self._metadata: dict[str, Any] | None = None
+
+    def add_client(self, client: OpClient) -> OpClient:
+        """Register ``client`` (or replace the one with its id); usable at once."""
+        self._clients[client.client_id] = client
+        specs = [known.spec() for known in self._clients.values()]
+        # Written aside and renamed: the provider reads the file at every client lookup.
+        scratch = self._clients_file.with_suffix(".tmp")
+        scratch.write_text(json.dumps(specs, indent=2))
+        os.replace(scratch, self._clients_file)
+        return client
 
     def stop(self) -> None:
         self._process.stop()
@@ -151,12 +171,13 @@ def node_binary() -> str:
 def start_oidc_provider(
     directory: Path,
     *,
-    clients: Sequence[OpClient],
     users: Sequence[OpUser],
+    clients: Sequence[OpClient] = (),
     access_token_ttl: int = 300,
     timeout: float = 30.0,
 ) -> OidcProvider:
     """Start the provider on a free port, wait for its discovery document, return it.
+    ``directory`` (its own) gets the config, the event log and the output.
 
     Raises RuntimeError with the process output if it exits or is not ready in time.
     """
@@ -166,16 +187,13 @@ def start_oidc_provider(
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     introspector_secret = secrets.token_urlsafe(24)
-    event_log = directory / "oidc-provider-events.jsonl"
     config = {
         "port": port,
         "issuer": issuer,
         "access_token_ttl": access_token_ttl,
-        "event_log": str(event_log),
-        "clients": [
-            *(client.spec() for client in clients),
-            OpClient(INTROSPECTOR_ID, introspector_secret).spec(),
-        ],
+        "event_log": str(directory / EVENT_LOG),
+        "clients": [OpClient(INTROSPECTOR_ID, introspector_secret).spec()],
+        "clients_file": str(directory / CLIENTS_FILE),
         "users": [user.spec() for user in users],
     }
     config_path = directory / "oidc-provider.json"
@@ -186,7 +204,10 @@ def start_oidc_provider(
         log_dir=directory,
     )
     process.start(lambda: _discovery_ready(issuer), timeout=timeout)
-    return OidcProvider(process, port, event_log, introspector_secret)
+    provider = OidcProvider(process, port, directory, introspector_secret)
+    for client in clients:
+        provider.add_client(client)
+    return provider
 
 
 def _discovery_ready(issuer: str) -> bool:
