@@ -62,7 +62,9 @@ class Gateway:
     client: OpClient
 
     def session(self, browser: requests.Session) -> tuple[SessionCredential, Session]:
-        credential = SessionCredential.parse(browser.cookies.get(self.stack.cookie_name))
+        cookie = browser.cookies.get(self.stack.cookie_name)
+        assert cookie is not None, "no session cookie: the login did not finish"
+        credential = SessionCredential.parse(cookie)
         session = sync_store(self.stack.config).load(credential)
         assert session is not None
         return credential, session
