@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urljoin
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -159,8 +159,10 @@ def log_in(
     path: str = "/api/whoami",
     browser: requests.Session | None = None,
     max_hops: int = 20,
+    callback: Callable[[str], str] = lambda url: url,
 ) -> tuple[requests.Session, requests.Response]:
-    """Open a protected page and log in: at oidc-provider as ALICE, at the dev IdP as alice."""
+    """Open a protected page and log in: at oidc-provider as ALICE, at the dev IdP as alice.
+    ``callback`` may change the provider's redirect back before the browser follows it."""
     browser = browser or requests.Session()
     response = browser.get(
         gateway.stack.url + path, headers=HTML, allow_redirects=False, timeout=10
@@ -169,7 +171,7 @@ def log_in(
         if response.is_redirect:
             target = urljoin(response.url, response.headers["location"])
             if op.owns(target):
-                target = complete_login(browser, target, ALICE.id, ALICE.password)
+                target = callback(complete_login(browser, target, ALICE.id, ALICE.password))
             response = browser.get(target, headers=HTML, allow_redirects=False, timeout=10)
         elif response.status_code == 200 and 'id="password"' in response.text:
             response = submit_login_form(browser, response)  # the dev IdP's login page
@@ -321,6 +323,54 @@ def test_logout_at_the_provider_ends_the_gateway_session_by_back_channel(gateway
     assert len(delivered) == 1, op.events(since)
     assert sync_store(gateway.stack.config).load(credential) is None
     assert gateway.api_get(credential).status_code == 401
+
+
+@pytest.mark.parametrize("tamper", ["another_issuer", "no_issuer"])
+def test_an_authorization_response_with_a_wrong_or_no_iss_is_refused_before_its_code_is_used(
+    gateway, op, tamper
+):
+    """RFC 9207: the provider's metadata says it sends ``iss``, so the gateway requires it
+    and compares it with the issuer it sent the browser to (mix-up attacks)."""
+    assert op.metadata()["authorization_response_iss_parameter_supported"] is True
+
+    def rewrite(url: str) -> str:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query)
+        assert ("iss", op.issuer) in query
+        query = [(name, value) for name, value in query if name != "iss"]
+        if tamper == "another_issuer":
+            query.append(("iss", "http://127.0.0.1:1"))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    since = op.event_count()
+    browser, page = log_in(gateway, op, callback=rewrite)
+    assert 400 <= page.status_code < 500, page.text
+    assert gateway.stack.cookie_name not in browser.cookies
+    exchanged = op.events(since, event="grant.success", client_id=gateway.client.client_id)
+    assert exchanged == []
+
+
+def test_an_issuer_ending_in_a_slash_works_as_oidc_discovery_says(
+    tmp_path, redis_server, echo_backend
+):
+    """The issuer is http://host:port/ exactly (ID tokens say so); its discovery document is
+    at /.well-known/openid-configuration, not //.well-known/..."""
+    op = start_oidc_provider(tmp_path / "op", users=[ALICE], trailing_slash=True)
+    (tmp_path / "gateway").mkdir()
+    try:
+        subject = start_gateway(
+            tmp_path / "gateway", op, redis_server, echo_backend, "client_secret_basic"
+        )
+        try:
+            browser, page = log_in(subject, op)
+            assert page.status_code == 200, page.text
+            _, session = subject.session(browser)
+            assert bearer(page) == session.tokens[PROVIDER_ID].access_token
+            assert op.introspect(bearer(page))["active"] is True
+        finally:
+            subject.stack.stop()
+    finally:
+        op.stop()
 
 
 @pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])

@@ -93,11 +93,12 @@ class OidcProvider:
         port: int,
         directory: Path,
         introspector_secret: str,
+        issuer: str,
     ) -> None:
         self._process = process
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.issuer = self.url
+        self.issuer = issuer
         self.event_log = directory / EVENT_LOG
         self._clients_file = directory / CLIENTS_FILE
         self._clients: dict[str, OpClient] = {}
@@ -127,9 +128,7 @@ class OidcProvider:
 
     def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            reply = requests.get(
-                f"{self.issuer}/.well-known/openid-configuration", timeout=HTTP_TIMEOUT
-            )
+            reply = requests.get(_discovery_url(self.issuer), timeout=HTTP_TIMEOUT)
             reply.raise_for_status()
             self._metadata = reply.json()
         return self._metadata
@@ -174,10 +173,13 @@ def start_oidc_provider(
     users: Sequence[OpUser],
     clients: Sequence[OpClient] = (),
     access_token_ttl: int = 300,
+    trailing_slash: bool = False,
     timeout: float = 30.0,
 ) -> OidcProvider:
     """Start the provider on a free port, wait for its discovery document, return it.
-    ``directory`` (its own) gets the config, the event log and the output.
+    ``directory`` (its own) gets the config, the event log and the output. With
+    ``trailing_slash`` the issuer is ``http://127.0.0.1:PORT/`` (its discovery document is
+    then at ``/.well-known/openid-configuration``, OIDC Discovery §4).
 
     Raises RuntimeError with the process output if it exits or is not ready in time.
     """
@@ -185,7 +187,7 @@ def start_oidc_provider(
         raise RuntimeError("oidc-provider is not installed: run `make node-deps`")
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
+    issuer = f"http://127.0.0.1:{port}" + ("/" if trailing_slash else "")
     introspector_secret = secrets.token_urlsafe(24)
     config = {
         "port": port,
@@ -204,16 +206,19 @@ def start_oidc_provider(
         log_dir=directory,
     )
     process.start(lambda: _discovery_ready(issuer), timeout=timeout)
-    provider = OidcProvider(process, port, directory, introspector_secret)
+    provider = OidcProvider(process, port, directory, introspector_secret, issuer)
     for client in clients:
         provider.add_client(client)
     return provider
 
 
+def _discovery_url(issuer: str) -> str:
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
 def _discovery_ready(issuer: str) -> bool:
-    url = f"{issuer}/.well-known/openid-configuration"
     try:
-        with urllib.request.urlopen(url, timeout=1) as reply:
+        with urllib.request.urlopen(_discovery_url(issuer), timeout=1) as reply:
             return bool(reply.status == 200 and json.load(reply).get("issuer") == issuer)
     except (OSError, ValueError):
         return False
