@@ -46,6 +46,7 @@ class OpUser:
     email: str = ""
     name: str = ""
     groups: tuple[str, ...] = ()
+    claims: Mapping[str, Any] = field(default_factory=dict)  # more, e.g. nested ones
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class OpUser:
             "email": self.email or None,
             "name": self.name or None,
             "groups": list(self.groups),
+            "claims": dict(self.claims),
         }
 
 
@@ -174,12 +176,14 @@ def start_oidc_provider(
     clients: Sequence[OpClient] = (),
     access_token_ttl: int = 300,
     trailing_slash: bool = False,
+    scope_claims: Mapping[str, Sequence[str]] | None = None,
     timeout: float = 30.0,
 ) -> OidcProvider:
     """Start the provider on a free port, wait for its discovery document, return it.
     ``directory`` (its own) gets the config, the event log and the output. With
     ``trailing_slash`` the issuer is ``http://127.0.0.1:PORT/`` (its discovery document is
-    then at ``/.well-known/openid-configuration``, OIDC Discovery §4).
+    then at ``/.well-known/openid-configuration``, OIDC Discovery §4). ``scope_claims`` adds
+    scopes and the user claims each releases (``{"roles": ["realm_access"]}``).
 
     Raises RuntimeError with the process output if it exits or is not ready in time.
     """
@@ -197,6 +201,7 @@ def start_oidc_provider(
         "clients": [OpClient(INTROSPECTOR_ID, introspector_secret).spec()],
         "clients_file": str(directory / CLIENTS_FILE),
         "users": [user.spec() for user in users],
+        "scope_claims": {scope: list(names) for scope, names in (scope_claims or {}).items()},
     }
     config_path = directory / "oidc-provider.json"
     config_path.write_text(json.dumps(config, indent=2))
