@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlun
 
 import pytest
 import requests
+from joserfc.jwk import RSAKey
 
 from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
@@ -78,24 +79,22 @@ class Gateway:
         )
 
 
-def gateway_settings(op: OidcProvider, client: OpClient) -> Callable[[dict[str, Any]], None]:
+def gateway_settings(
+    op: OidcProvider, client: OpClient, provider_settings: dict[str, Any]
+) -> Callable[[dict[str, Any]], None]:
     """The adjust for start_stack: oidc-provider first, gitlab (dev IdP) second; the
     client is registered at the provider once the gateway's URL is known."""
 
     def adjust(raw: dict[str, Any]) -> None:
         public = raw["public_url"]
-        provider: dict[str, Any] = {
+        raw["providers"][0] = {
             "id": PROVIDER_ID,
             "kind": "oidc",
             "issuer": op.issuer,
             "client_id": client.client_id,
             "scopes": SCOPES,
+            **provider_settings,
         }
-        if client.client_secret:
-            provider["client_secret"] = client.client_secret
-        if client.token_endpoint_auth_method != "client_secret_basic":
-            provider["token_endpoint_auth_method"] = client.token_endpoint_auth_method
-        raw["providers"][0] = provider
         for route in raw["routes"]:
             if route.get("provider") == "primary":
                 route["provider"] = PROVIDER_ID
@@ -120,15 +119,33 @@ def start_gateway(
     redis_server: RedisServer,
     echo_backend: EchoBackend,
     method: str,
+    **provider_settings: Any,
 ) -> Gateway:
-    client = OpClient(
-        f"gw-{method}-{secrets.token_hex(3)}",
-        secrets.token_urlsafe(24),
-        token_endpoint_auth_method=method,
-    )
-    stack = start_stack(
-        directory, redis_server, echo_backend, gateway_settings(op, client), with_login=True
-    )
+    """A gateway whose client at ``op`` authenticates with ``method``: a secret of its own,
+    or (private_key_jwt) a key made now, its public half registered at the provider."""
+    client_id = f"gw-{method}-{secrets.token_hex(3)}"
+    if method == "private_key_jwt":
+        key = RSAKey.generate_key(2048, parameters={"kid": secrets.token_hex(4)})
+        key_file = directory / "client-key.pem"
+        key_file.write_bytes(key.as_pem(private=True))
+        client = OpClient(
+            client_id,
+            token_endpoint_auth_method=method,
+            jwks={"keys": [key.as_dict(private=False)]},
+        )
+        provider_settings = {
+            "token_endpoint_auth_method": method,
+            "private_key_file": str(key_file),
+            "private_key_id": key.kid,
+            **provider_settings,
+        }
+    else:
+        client = OpClient(client_id, secrets.token_urlsafe(24), token_endpoint_auth_method=method)
+        provider_settings = {"client_secret": client.client_secret, **provider_settings}
+        if method != "client_secret_basic":  # basic comes from discovery by default
+            provider_settings["token_endpoint_auth_method"] = method
+    adjust = gateway_settings(op, client, provider_settings)
+    stack = start_stack(directory, redis_server, echo_backend, adjust, with_login=True)
     return Gateway(stack, client)
 
 
@@ -373,7 +390,7 @@ def test_an_issuer_ending_in_a_slash_works_as_oidc_discovery_says(
         op.stop()
 
 
-@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post", "private_key_jwt"])
 def test_each_client_authentication_method_is_used_for_every_provider_call(
     method, gateway, op, tmp_path, redis_server, echo_backend
 ):
