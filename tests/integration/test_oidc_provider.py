@@ -50,6 +50,8 @@ ALICE = OpUser(
     email="alice@op.example",
     name="Alice Ødegård",
     groups=("staff", "ops"),
+    # Keycloak's shape, released only with the `roles` scope.
+    claims={"realm_access": {"roles": ["realm-admin"]}},
 )
 JSON = {"Accept": "application/json"}
 CONCURRENT_REQUESTS = 50
@@ -98,6 +100,17 @@ def gateway_settings(
         for route in raw["routes"]:
             if route.get("provider") == "primary":
                 route["provider"] = PROVIDER_ID
+        backend = raw["routes"][0]["upstream"]
+        for name, group in (("staff", "staff"), ("realm", "realm-admin")):
+            raw["routes"].append(
+                {
+                    "name": name,
+                    "prefix": f"/{name}/",
+                    "upstream": backend,
+                    "provider": PROVIDER_ID,
+                    "require_groups": [group],
+                }
+            )
         # Refreshes wait for the one in flight; a busy machine may take its time.
         raw["ext_authz"]["timeout"] = "10s"
         raw["tokens"] = {"refresh_margin": "2s", "refresh_lock_lease": "2s", "refresh_wait": "8s"}
@@ -151,7 +164,11 @@ def start_gateway(
 
 @pytest.fixture(scope="module")
 def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    provider = start_oidc_provider(tmp_path_factory.mktemp("oidc-provider"), users=[ALICE])
+    provider = start_oidc_provider(
+        tmp_path_factory.mktemp("oidc-provider"),
+        users=[ALICE],
+        scope_claims={"roles": ["realm_access"]},
+    )
     yield provider
     provider.stop()
 
@@ -270,6 +287,64 @@ def test_backend_gets_email_and_name_that_only_userinfo_has(gateway, op):
     assert profile["email"] == ALICE.email
     assert profile["name"] == ALICE.name
     assert sorted(profile["groups"]) == sorted(ALICE.groups)
+
+
+def test_routes_requiring_a_group_follow_the_groups_userinfo_names(gateway, op):
+    browser, _ = log_in(gateway, op)
+    credential, _ = gateway.session(browser)
+    assert gateway.api_get(credential, "/staff/x").status_code == 200
+    assert gateway.api_get(credential, "/realm/x").status_code == 403
+
+
+def test_groups_can_come_from_a_nested_claim(tmp_path, op, redis_server, echo_backend):
+    """Keycloak puts roles in ``realm_access.roles``; ``claims.groups`` says where to look."""
+    subject = start_gateway(
+        tmp_path,
+        op,
+        redis_server,
+        echo_backend,
+        "client_secret_basic",
+        scopes=[*SCOPES, "roles"],
+        claims={"groups": "realm_access.roles"},
+    )
+    try:
+        browser, page = log_in(subject, op)
+        assert page.status_code == 200, page.text
+        credential, _ = subject.session(browser)
+        profile = browser.get(subject.stack.url + "/auth/user", headers=JSON, timeout=10).json()
+        assert profile["groups"] == ["realm-admin"]
+        assert subject.api_get(credential, "/realm/x").status_code == 200
+        assert subject.api_get(credential, "/staff/x").status_code == 403
+    finally:
+        subject.stack.stop()
+
+
+def test_a_refused_refresh_is_asked_once_then_the_user_must_log_in(gateway, op):
+    """The refresh token was revoked at the provider behind the gateway's back: the
+    provider's invalid_grant sends the user to log in, and no request after that asks the
+    provider again."""
+    browser, _ = log_in(gateway, op)
+    credential, session = gateway.session(browser)
+    revoked = requests.post(
+        op.metadata()["revocation_endpoint"],
+        data={"token": session.tokens[PROVIDER_ID].refresh_token},
+        auth=(gateway.client.client_id, gateway.client.client_secret or ""),
+        timeout=10,
+    )
+    assert revoked.status_code == 200
+    expire_token(gateway, credential)
+    since = op.event_count()
+
+    def refresh_attempts() -> int:
+        return len(op.events(since, grant_type="refresh_token", client_id=gateway.client.client_id))
+
+    first = [gateway.api_get(credential) for _ in range(3)]
+    assert {r.status_code for r in first} == {401}
+    assert all("login_url" in r.json() for r in first)
+    attempts = refresh_attempts()
+    assert 1 <= attempts <= 2
+    assert [gateway.api_get(credential).status_code for _ in range(5)] == [401] * 5
+    assert refresh_attempts() == attempts
 
 
 def test_fifty_requests_at_expiry_make_one_refresh_grant_per_refresh(gateway, op):
