@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Run the whole gateway locally (Envoy, ext_authz, login app, Redis, dev IdPs, demo backend).
+## Another config or options: `make run RUN_ARGS="--config mine.yaml"` (python -m devtools.run_stack --help).
 run: $(STAMP)
-	$(BIN)/python -m devtools.run_stack
+	$(BIN)/python -m devtools.run_stack $(RUN_ARGS)
 
 ## Everything CI runs: lint, types, generated-code check, all tests.
 test: $(STAMP) lint typecheck check-protos chromium

@@ -66,7 +66,9 @@ class Authorizer:
             session is not None
             and provider_id is not None
             and self._refresher is not None
-            and self._refresher.needs_refresh(session, provider_id, now)
+            and self._refresher.needs_refresh(
+                session, provider_id, now, step.presented.credential.lookup_id
+            )
         ):
             try:
                 session = await self._refresher.refreshed(step.presented.credential, provider_id)

@@ -161,22 +161,23 @@ def callback() -> Response | str:
     if not code:
         raise ProviderError("the reply carries no authorization code", provider=client.id)
 
+    # RFC 9207: a reply naming another issuer is a mix-up attack; refused before the code
+    # goes anywhere.
+    client.check_reply_issuer(_argument("iss"))
+
     now = time.time()
     tokens = client.token_set(client.exchange_code(code, attempt.code_verifier), now)
     is_primary = attempt.provider_id == svc.login_sequence[0]
+    claims = None
     if client.is_oidc:
         if not tokens.id_token:
             raise IdTokenInvalid("the reply has no ID token", provider=client.id)
         claims = client.verify_id_token(tokens.id_token, attempt.nonce, now)
-        identity = (
-            client.identity_from_claims(claims, svc.config.kept_claims) if is_primary else None
-        )
-    else:
-        identity = (
-            client.identity_from_userinfo(tokens.access_token, svc.config.kept_claims)
-            if is_primary
-            else None
-        )
+    identity = (
+        client.identity(tokens.access_token, claims, svc.config.kept_claims)
+        if is_primary
+        else None
+    )
 
     if identity is not None:
         if attempt.carried_subject and attempt.carried_subject != identity.subject:

@@ -29,6 +29,14 @@ def token() -> Response:
         return unavailable
     if faults.token_endpoint is TokenEndpointFault.SLOW:
         time.sleep(faults.slow_seconds)
+    if (
+        faults.token_endpoint is TokenEndpointFault.REFRESH_INVALID_SCOPE
+        and grant_type == "refresh_token"
+    ):
+        context.stats.token_request(grant_type, "invalid_scope")
+        refused = jsonify(error="invalid_scope", error_description="injected fault")
+        refused.status_code = 400
+        return refused
 
     response: Response = context.authorization_server.create_token_response()
     outcome = "ok"
