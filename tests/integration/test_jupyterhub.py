@@ -33,20 +33,6 @@ USERS = {"alice": "alice-at-jupyterhub", "mallory": "mallory-at-jupyterhub"}
 ACCESS_SCOPE = "access:services!service=gateway"
 DEFAULT_TOKEN_LIFETIME = 14 * 86400  # JupyterHub's cookie_max_age_days, in seconds
 
-# JupyterHub reads client credentials from the form body only (issue 10, item 1). Until the
-# provider setting exists, the gateway always uses HTTP Basic and every JupyterHub login
-# ends on token_exchange_failed: those tests are expected to fail.
-_AUTH_METHOD_CONFIGURABLE = "token_endpoint_auth_method" in Provider.model_fields
-CLIENT_SECRET_POST = (
-    {"token_endpoint_auth_method": "client_secret_post"} if _AUTH_METHOD_CONFIGURABLE else {}
-)
-needs_client_secret_post = pytest.mark.xfail(
-    not _AUTH_METHOD_CONFIGURABLE,
-    reason="the gateway cannot use client_secret_post yet (issue 10, item 1)",
-    strict=True,
-)
-_CLAIMS_CONFIGURABLE = "claims" in Provider.model_fields
-
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterHub]:
@@ -71,7 +57,7 @@ def stack(
 ) -> Iterator[Stack]:
     def with_jupyterhub(raw: dict[str, Any]) -> None:
         hub.start(redirect_uri=f"{raw['public_url']}/auth/callback")
-        raw["providers"].insert(1, hub.provider_config(**CLIENT_SECRET_POST))
+        raw["providers"].insert(1, hub.provider_config())
         raw["routes"].append(
             {
                 "name": "jupyterhub-api",
@@ -128,7 +114,6 @@ def hub_api_through_gateway(stack: Stack, credential: SessionCredential) -> requ
     )
 
 
-@needs_client_secret_post
 def test_the_login_chains_through_jupyterhub_and_its_api_answers_through_the_gateway(
     stack: Stack, hub: JupyterHub
 ) -> None:
@@ -151,7 +136,6 @@ def test_the_login_chains_through_jupyterhub_and_its_api_answers_through_the_gat
     assert without_session.status_code == 401
 
 
-@needs_client_secret_post
 def test_jupyterhub_tokens_last_fourteen_days_and_come_without_a_refresh_token(
     stack: Stack, hub: JupyterHub
 ) -> None:
@@ -167,11 +151,6 @@ def test_jupyterhub_tokens_last_fourteen_days_and_come_without_a_refresh_token(
     }
 
 
-@pytest.mark.xfail(
-    not (_AUTH_METHOD_CONFIGURABLE and _CLAIMS_CONFIGURABLE),
-    reason="claim names are not configurable yet (issue 10, item 3)",
-    strict=True,
-)
 def test_jupyterhub_as_identity_provider_names_the_user_by_name_with_groups(
     stack: Stack, hub: JupyterHub
 ) -> None:
@@ -179,16 +158,10 @@ def test_jupyterhub_as_identity_provider_names_the_user_by_name_with_groups(
     user is ``name``, the groups are ``groups``."""
     browser, _ = log_in(stack, hub)
     _, session = session_of(stack, browser)
-    mapping = {"subject": "name", "name": "name", "groups": "groups"}
     client = ProviderClient(
-        Provider.model_validate(
-            hub.provider_config(
-                **CLIENT_SECRET_POST, **({"claims": mapping} if _CLAIMS_CONFIGURABLE else {})
-            )
-        ),
-        f"{stack.config.public_url}/auth/callback",
+        Provider.model_validate(hub.provider_config()), f"{stack.config.public_url}/auth/callback"
     )
-    identity = client.identity_from_userinfo(session.tokens["jupyterhub"].access_token)
+    identity = client.identity(session.tokens["jupyterhub"].access_token, None)
     assert (identity.subject, identity.name, identity.email, identity.groups) == (
         "alice",
         "alice",
@@ -197,21 +170,29 @@ def test_jupyterhub_as_identity_provider_names_the_user_by_name_with_groups(
     )
 
 
-def test_jupyterhub_refuses_http_basic_client_authentication(stack: Stack, hub: JupyterHub) -> None:
-    """The failure every login through JupyterHub ended with: JupyterHub reads client_id and
-    client_secret from the form body only, and answers Basic with invalid_client."""
-    basic = {"token_endpoint_auth_method": "client_secret_basic"} if CLIENT_SECRET_POST else {}
-    client = ProviderClient(
-        Provider.model_validate(hub.provider_config(**basic)),
-        f"{stack.config.public_url}/auth/callback",
+def test_jupyterhub_takes_client_credentials_from_the_form_body_only(
+    stack: Stack, hub: JupyterHub
+) -> None:
+    """Why the jupyterhub preset uses client_secret_post: JupyterHub answers HTTP Basic
+    with invalid_client (every login through it ended on token_exchange_failed), and the
+    code survives the refusal."""
+    callback = f"{stack.config.public_url}/auth/callback"
+    basic, post = (
+        ProviderClient(
+            Provider.model_validate(hub.provider_config(token_endpoint_auth_method=method)),
+            callback,
+        )
+        for method in ("client_secret_basic", "client_secret_post")
     )
     verifier = secrets.token_urlsafe(48)
-    authorize = client.authorization_url(state="s", code_verifier=verifier, nonce=None)
+    authorize = basic.authorization_url(state="s", code_verifier=verifier, nonce=None)
     back = hub.log_in(requests.Session(), authorize, "alice", USERS["alice"])
     code = parse_qs(urlsplit(back).query)["code"][0]
     with pytest.raises(ProviderRejected) as refused:
-        client.exchange_code(code, verifier)
+        basic.exchange_code(code, verifier)
     assert refused.value.error == "invalid_client"
+    reply = post.exchange_code(code, verifier)
+    assert hub.whoami(reply["access_token"]).json()["name"] == "alice"
 
 
 def test_a_user_without_the_access_role_is_refused_at_jupyterhub(
@@ -225,7 +206,6 @@ def test_a_user_without_the_access_role_is_refused_at_jupyterhub(
     assert "You do not have permission to access JupyterHub service gateway" in page.text
 
 
-@needs_client_secret_post
 def test_a_gateway_logout_leaves_the_jupyterhub_token_valid(stack: Stack, hub: JupyterHub) -> None:
     """JupyterHub has no RFC 7009 endpoint: the gateway's logout cannot end its token."""
     browser, _ = log_in(stack, hub)
@@ -245,7 +225,6 @@ def test_a_gateway_logout_leaves_the_jupyterhub_token_valid(stack: Stack, hub: J
     assert revocation.status_code == 404
 
 
-@needs_client_secret_post
 def test_logging_out_at_jupyterhub_ends_the_token_the_gateway_injects(
     stack: Stack, hub: JupyterHub
 ) -> None:
@@ -262,7 +241,6 @@ def test_logging_out_at_jupyterhub_ends_the_token_the_gateway_injects(
     assert browser.get(stack.url + "/auth/user", timeout=10).status_code == 200
 
 
-@needs_client_secret_post
 def test_deleting_a_token_by_api_ends_every_token_jupyterhub_gave_the_gateway_for_that_user(
     stack: Stack, hub: JupyterHub
 ) -> None:

@@ -153,18 +153,17 @@ class JupyterHub:
     # ---- the gateway's view ---------------------------------------------------------------
 
     def provider_config(self, provider_id: str = "jupyterhub", **extra: Any) -> dict[str, Any]:
-        """This hub as a provider in the gateway's configuration (``kind: oauth2``).
+        """This hub as a provider in the gateway's configuration, through the ``jupyterhub``
+        preset; ``extra`` adds or overrides keys.
 
         The client secret is in the file: it is generated per run, and the stack's
         environment only carries the dev IdPs' secrets."""
         return {
             "id": provider_id,
-            "kind": "oauth2",
+            "preset": "jupyterhub",
+            "base_url": self.url,
             "client_id": self.client_id,
             "client_secret": self.client_secret,
-            "authorize_url": self.authorize_url,
-            "token_url": self.token_url,
-            "userinfo_url": self.user_url,
             **extra,
         }
 
