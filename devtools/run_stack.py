@@ -241,9 +241,9 @@ def _report_providers(plan: Plan) -> None:
             _say(f"  provider {provider.id:<15} not started here; {report.detail}")
         else:
             _warn(f"provider {provider.id}: {report.detail}")
-        # getattr: per-provider client authentication is newer than this check.
-        method = getattr(provider, "token_endpoint_auth_method", None)
-        if provider.client_secret is None and method not in ("none", "private_key_jwt"):
+        # An explicit method that needs a secret fails at load; unset, none is the default.
+        has_key = provider.private_key or provider.private_key_file
+        if provider.token_endpoint_auth_method is None and not (provider.client_secret or has_key):
             variable = provider_secret_variable(provider.id)
             _warn(f"provider {provider.id}: {variable} is not set (no client secret)")
 

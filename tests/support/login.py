@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urljoin
 
 import requests
@@ -10,6 +11,11 @@ from tests.support.dev_idp import submit_login_form
 from tests.support.stack import Stack
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+# A provider whose login pages follow() does not know: given a redirect target, it logs the
+# browser in there and returns where that provider sends it back to, or None when the
+# target is not that provider's.
+ProviderLogin = Callable[[requests.Session, str], str | None]
 
 
 def follow(
@@ -20,15 +26,19 @@ def follow(
     password: str = "alice",
     max_hops: int = 20,
     seen: list[requests.Response] | None = None,
+    other_login: ProviderLogin | None = None,
 ) -> requests.Response:
     """Follow redirects, logging in at every IdP form on the way; return the final page.
 
-    Every response on the way is appended to ``seen`` when it is given."""
+    Every response on the way is appended to ``seen`` when it is given; ``other_login``
+    takes over at the redirects to a provider with login pages of its own (JupyterHub)."""
     for _ in range(max_hops):
         if seen is not None:
             seen.append(response)
         if response.is_redirect:
             target = urljoin(response.url, response.headers["location"])
+            if other_login is not None:
+                target = other_login(browser, target) or target
             response = browser.get(target, headers=HTML, allow_redirects=False, timeout=10)
         elif response.status_code == 200 and 'id="password"' in response.text:
             response = submit_login_form(browser, response, username=username, password=password)
