@@ -83,5 +83,10 @@ class Authorizer:
                 # Re-read around the refresh, the record no longer opens: as if on loading.
                 logger.info("session record refused: %s", exc)
                 session, failure = None, Lookup.INVALID
+            except Exception:
+                # A refresh that broke in a way nobody foresaw must not turn a check that the
+                # still-valid token can answer into a denial: as if the provider were down.
+                logger.exception("refresh failed unexpectedly")
+                refresh_failed = True
             now = self._clock()
         return self._decider.complete(step, session, failure, now, refresh_failed=refresh_failed)

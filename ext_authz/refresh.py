@@ -16,11 +16,14 @@ expired), while the refresh finishes and stores its result for the next request.
 
 Outcomes: new tokens are merged into the session; ``invalid_grant`` marks only that
 provider as needing a new login; anything transient keeps the session untouched. A refresh
-the provider refuses for another reason (``invalid_scope``, ``invalid_client``, ...) is a
-request problem that asking again will not cure: the old token serves while it lasts, with
-no further attempt from this worker until it expires; refused once more then, the provider
-is marked as needing a login, exactly as for ``invalid_grant``. So a broken refresh costs the
-provider at most two requests per session and worker, never one per check.
+the provider refuses for another reason (``invalid_scope``, ...) is a request problem that
+asking again will not cure: the old token serves while it lasts, with no further attempt
+from this worker until it expires; refused once more then, the provider is marked as needing
+a login, exactly as for ``invalid_grant``. So a broken refresh costs the provider at most two
+requests per session and worker, never one per check. A refusal of the gateway's own client
+(``invalid_client``: a wrong secret or key) blames no session: it is logged as an error, and
+this worker asks that provider for no refresh for ``CLIENT_REFUSAL_PAUSE`` seconds; sessions
+keep their refresh tokens (503 once a token expires), so fixing the secret ends it.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING
 from ext_authz.metrics import REFRESHES
 from gateway.config import Provider, TokenSettings
 from gateway.credentials import SessionCredential
-from gateway.errors import ProviderRejected, ProviderUnavailable, StoreUnavailable
+from gateway.errors import ClientRefused, ProviderRejected, ProviderUnavailable, StoreUnavailable
 from gateway.sessions import Session, SessionCodec
 from gateway.store import AsyncSessionStore
 
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 _POLL_SECONDS = 0.05
 # Sessions whose refresh was refused, remembered per worker; the oldest go first past this.
 _MAX_REFUSED = 10_000
+CLIENT_REFUSAL_PAUSE = 30.0
 
 
 class RefreshFailed(Exception):
@@ -75,6 +79,8 @@ class Refresher:
         self._clock = clock
         # (session lookup id, provider) -> expiry of the token whose refresh was refused.
         self._refused_until: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # provider -> until when it is not asked (it refused this gateway's client).
+        self._client_refused_until: dict[str, float] = {}
         self._store = store
         self._codec = codec
         self._providers = providers
@@ -123,6 +129,8 @@ class Refresher:
         Raises RefreshFailed (answer with the old token or 503), SessionGone, or
         SessionInvalid when the record re-read around the refresh no longer opens.
         """
+        if self._clock() < self._client_refused_until.get(provider_id, 0.0):
+            raise RefreshFailed("refresh_unavailable")  # the provider refuses our client
         key = (credential.lookup_id, provider_id)
         task = self._in_flight.get(key)
         if task is None:
@@ -196,6 +204,14 @@ class Refresher:
             # requests is blocking; a refresh is rare enough for a worker thread.
             fresh = await asyncio.to_thread(client.refresh, tokens, self._clock())
             outcome = "refreshed"
+        except ClientRefused as exc:
+            REFRESHES.labels(provider_id, "client_refused").inc()
+            logger.error(
+                "the provider refuses this gateway's client: check its secret, key and method",
+                extra={"provider": provider_id, "error": exc.error},
+            )
+            self._client_refused_until[provider_id] = self._clock() + CLIENT_REFUSAL_PAUSE
+            raise RefreshFailed("refresh_unavailable") from exc
         except ProviderRejected as exc:
             now = self._clock()
             if exc.error != "invalid_grant":

@@ -31,6 +31,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -63,6 +64,12 @@ _GATEWAY_REDIS_OPTIONS = frozenset(
 )  # fmt: skip
 # redis.key_prefix starts every key and SCAN pattern: no hash tag braces (they would put all
 # sessions in one cluster slot), no glob characters, no spaces.
+# Authorization request parameters that make the flow what it is (code + PKCE to our own
+# callback, our state and nonce): extra parameters may never replace them.
+_OWNED_AUTHORIZE_PARAMETERS = frozenset(
+    {"response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge",
+     "code_challenge_method", "code_verifier", "request", "request_uri", "response_mode"}
+)  # fmt: skip
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:/-]{0,64}$")
 
 
@@ -593,6 +600,7 @@ class Provider(_Model):
     token_max_lifetime: Duration | None = Field(
         None, description="Lifetime given to tokens that arrive without an expiry."
     )
+    _signing_key: Any = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -604,6 +612,14 @@ class Provider(_Model):
     def _id(cls, value: str) -> str:
         if not _PROVIDER_ID.match(value):
             raise ValueError("must be lower-case letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("authorize_params")
+    @classmethod
+    def _authorize_params(cls, value: dict[str, str]) -> dict[str, str]:
+        owned = sorted(_OWNED_AUTHORIZE_PARAMETERS & {name.lower() for name in value})
+        if owned:
+            raise ValueError(f"the gateway sets {', '.join(owned)} itself")
         return value
 
     @field_validator(
@@ -649,14 +665,21 @@ class Provider(_Model):
                 f"{provider_variable(self.id, 'PRIVATE_KEY')}"
             )
         if self.private_key_file or self.private_key:
-            signing_key(self)  # a key that does not load fails now, not at the first login
+            # Read and parsed once, here: a key that does not load fails at start, and a file
+            # changed later cannot make the login app and ext_authz sign with different keys.
+            self._signing_key = _load_signing_key(self)
         return self
 
+    @property
+    def signing_key(self) -> Any:
+        """The private_key_jwt signing key (a joserfc RSA or EC key), None without one."""
+        return self._signing_key
 
-def signing_key(provider: Provider) -> Any:
+
+def _load_signing_key(provider: Provider) -> Any:
     """The provider's private_key_jwt signing key (a joserfc key), from its file or the
-    environment. joserfc is imported here, not at the top: ext_authz workers load this module
-    and most never sign anything."""
+    environment. joserfc is imported here, not at the top: every process loads this module,
+    and only configurations with a key need it."""
     from joserfc.errors import JoseError
     from joserfc.jwk import ECKey, RSAKey
 

@@ -24,7 +24,7 @@ def _keycloak(base_url: str | None) -> Defaults:
         "claims": {"groups": ["groups"]},
     }
     if base_url:
-        defaults["issuer"] = base_url
+        defaults["issuer"] = base_url.rstrip("/")  # Keycloak's issuers end without one
     return defaults
 
 

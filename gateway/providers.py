@@ -20,14 +20,20 @@ from typing import Any
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.requests_client import OAuth2Session
-from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import ClaimsOption
 
-from gateway.config import Provider, signing_key
-from gateway.errors import ProviderFailure, ProviderRejected, ProviderUnavailable, TokenInvalid
+from gateway.config import Provider
+from gateway.errors import (
+    ClientRefused,
+    ProviderFailure,
+    ProviderRejected,
+    ProviderUnavailable,
+    TokenInvalid,
+)
 from gateway.sessions import Identity, TokenSet
 
 logger = logging.getLogger(__name__)
@@ -39,6 +45,7 @@ METADATA_TTL = 3600
 JWKS_REFETCH_INTERVAL = 30  # at most one forced JWKS refetch per this many seconds
 ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 MAX_EXPIRES_IN = 366 * 86400
+ASSERTION_LIFETIME = 60  # seconds a private_key_jwt client assertion is valid
 
 
 @dataclass(frozen=True)
@@ -85,9 +92,7 @@ class ProviderClient:
         self._endpoints_at = 0.0
         self._endpoints_lock = threading.Lock()
         self._keys = _KeyCache()
-        self._signing_key = (
-            signing_key(provider) if provider.private_key or provider.private_key_file else None
-        )
+        self._signing_key = provider.signing_key
 
     @property
     def _issuer(self) -> str:
@@ -139,9 +144,15 @@ class ProviderClient:
         except (KeyError, TypeError) as exc:
             raise ProviderUnavailable("discovery document is incomplete", provider=self.id) from exc
 
-    def _get_json(self, url: str, what: str, **kwargs: Any) -> dict[str, Any]:
+    def _get_json(
+        self, url: str, what: str, *, refused_on_4xx: bool = False, **kwargs: Any
+    ) -> dict[str, Any]:
+        """A JSON object from ``url``; ``refused_on_4xx``: a 4xx is the provider saying no
+        (userinfo refusing our token), not an outage."""
         try:
             reply = self._http.get(url, timeout=HTTP_TIMEOUT, **kwargs)
+            if refused_on_4xx and 400 <= reply.status_code < 500 and reply.status_code != 429:
+                raise ProviderRejected(f"{what} answered {reply.status_code}", provider=self.id)
             reply.raise_for_status()
             document = reply.json()
         except (requests.RequestException, ValueError) as exc:
@@ -191,10 +202,12 @@ class ProviderClient:
         for method in candidates:
             if method in supported:
                 return method
-        raise ProviderUnavailable(
+        # A configuration problem, not an outage: no retry can fix it.
+        raise ClientRefused(
             "the provider supports none of the configured client authentication methods "
             f"({', '.join(candidates)}); set token_endpoint_auth_method",
             provider=self.id,
+            error="unsupported_client_auth",
         )
 
     def _oauth(self, scope: tuple[str, ...] | None = None) -> OAuth2Session:
@@ -212,13 +225,18 @@ class ProviderClient:
             token_endpoint_auth_method=method,
             revocation_endpoint_auth_method=method,
         )
+        # A token or revocation request carries secrets (a refresh token, maybe the client
+        # secret): never re-sent to wherever a redirect points.
+        oauth.max_redirects = 0
         if method == "private_key_jwt":
             assert self._signing_key is not None
             kid = self.provider.private_key_id or self._signing_key.kid
+            endpoints = self.endpoints()
             oauth.register_client_auth_method(
-                PrivateKeyJWT(
-                    # RFC 7523 §3: the audience is the token endpoint, also for revocation.
-                    self.endpoints().token_url,
+                _ShortLivedPrivateKeyJWT(
+                    # The issuer as audience (as RFC 7523bis advises): an assertion sent to the
+                    # revocation endpoint is then no token-endpoint credential for another host.
+                    endpoints.issuer or endpoints.token_url,
                     headers={"kid": kid} if kid else None,
                     alg=_signing_algorithm(self._signing_key),
                 )
@@ -280,16 +298,18 @@ class ProviderClient:
                 reply = request(oauth)
         except AuthlibBaseError as exc:
             # The error code is whatever JSON the provider sent: only a string is one.
-            error = exc.error if isinstance(exc.error, str) else ""
-            if (statuses and statuses[-1] >= 500) or error in _TRANSIENT_ERRORS:
+            error = exc.error[:64] if isinstance(exc.error, str) else ""
+            if (statuses and statuses[-1] in _TRANSIENT_STATUSES) or error in _TRANSIENT_ERRORS:
                 raise ProviderUnavailable(f"{what} failed: {error}", provider=self.id) from exc
-            raise ProviderRejected(
-                f"{what} refused: {error}", provider=self.id, error=error
-            ) from exc
+            refusal = ClientRefused if error in CLIENT_PROBLEMS else ProviderRejected
+            raise refusal(f"{what} refused: {error}", provider=self.id, error=error) from exc
         except (requests.RequestException, ValueError) as exc:
             raise ProviderUnavailable(
                 "the provider could not be reached", provider=self.id
             ) from exc
+        except (TypeError, OverflowError) as exc:
+            # Authlib converts expires_in/expires_at itself: a list or 1e400 lands here.
+            raise ProviderUnavailable(f"{what} reply could not be read", provider=self.id) from exc
         if statuses and statuses[-1] != 200:
             raise ProviderUnavailable(f"{what} answered {statuses[-1]}", provider=self.id)
         return dict(reply)
@@ -463,7 +483,12 @@ class ProviderClient:
     def _userinfo(self, access_token: str) -> dict[str, Any]:
         url = self.endpoints().userinfo_url
         assert url is not None
-        return self._get_json(url, "userinfo", headers={"Authorization": f"Bearer {access_token}"})
+        return self._get_json(
+            url,
+            "userinfo",
+            refused_on_4xx=True,
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
 
     def identity_from_claims(
         self, claims: dict[str, Any], keep: frozenset[str] = frozenset()
@@ -523,6 +548,28 @@ class ProviderClient:
 
 
 _TRANSIENT_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
+# Rate limits and request timeouts pass; so do 5xx.
+_TRANSIENT_STATUSES = frozenset({408, 429, *range(500, 600)})
+# Refusals about this gateway's own client registration, not about one user's grant: a
+# wrong secret or key, or a method the provider does not take (raised as ClientRefused).
+CLIENT_PROBLEMS = frozenset({"invalid_client", "unauthorized_client", "unsupported_client_auth"})
+
+
+class _ShortLivedPrivateKeyJWT(PrivateKeyJWT):  # type: ignore[misc]  # Authlib is untyped
+    """Authlib's private_key_jwt with assertions valid for a minute instead of an hour (some
+    providers refuse longer ones), each with its own ``jti``."""
+
+    def sign(self, auth: Any, token_endpoint: str) -> Any:
+        return private_key_jwt_sign(
+            auth.client_secret,
+            client_id=auth.client_id,
+            token_endpoint=token_endpoint,
+            header=self.headers,
+            alg=self.alg,
+            expires_in=ASSERTION_LIFETIME,
+        )
+
+
 _BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 

@@ -153,6 +153,9 @@ def callback() -> Response | str:
     client = svc.providers.get(attempt.provider_id)
     if client is None:  # the provider left the configuration during this login
         raise AttemptExpired("this login's provider is no longer configured")
+    # RFC 9207 (§2.4, error replies too): a reply naming another issuer is a mix-up attack;
+    # refused before its code or error text goes anywhere.
+    client.check_reply_issuer(_argument("iss"))
     error = _argument("error")
     if error:
         description = _argument("error_description") or error
@@ -160,10 +163,6 @@ def callback() -> Response | str:
     code = _argument("code")
     if not code:
         raise ProviderError("the reply carries no authorization code", provider=client.id)
-
-    # RFC 9207: a reply naming another issuer is a mix-up attack; refused before the code
-    # goes anywhere.
-    client.check_reply_issuer(_argument("iss"))
 
     now = time.time()
     tokens = client.token_set(client.exchange_code(code, attempt.code_verifier), now)
@@ -174,9 +173,7 @@ def callback() -> Response | str:
             raise IdTokenInvalid("the reply has no ID token", provider=client.id)
         claims = client.verify_id_token(tokens.id_token, attempt.nonce, now)
     identity = (
-        client.identity(tokens.access_token, claims, svc.config.kept_claims)
-        if is_primary
-        else None
+        client.identity(tokens.access_token, claims, svc.config.kept_claims) if is_primary else None
     )
 
     if identity is not None:

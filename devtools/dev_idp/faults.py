@@ -18,6 +18,8 @@ class TokenEndpointFault(StrEnum):
     # Refuse every refresh as a request problem, as a provider that granted fewer scopes
     # than a refresh asks for does; code exchanges still work.
     REFRESH_INVALID_SCOPE = "refresh_invalid_scope"
+    # Refuse every refresh as if the gateway's client secret were wrong.
+    REFRESH_INVALID_CLIENT = "refresh_invalid_client"
 
 
 @dataclass(frozen=True)

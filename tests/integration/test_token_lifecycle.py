@@ -183,10 +183,8 @@ def test_provider_down_serves_the_still_valid_token_then_503_and_recovers(stack,
     assert recovered.json()["headers"]["authorization"] != [f"Bearer {old}"]
 
 
-def refused_refreshes(stack: Stack, provider: str) -> int:
-    return stack.idps[provider].stats()["token_requests"].get("refresh_token", {}).get(
-        "invalid_scope", 0
-    )
+def refused_refreshes(stack: Stack, provider: str, error: str = "invalid_scope") -> int:
+    return stack.idps[provider].stats()["token_requests"].get("refresh_token", {}).get(error, 0)
 
 
 def test_a_refused_refresh_is_not_retried_per_request_and_ends_in_a_login_not_503(
@@ -250,3 +248,29 @@ def test_a_revoked_refresh_token_asks_only_that_provider_for_a_new_login(stack, 
     _, page = browser_login(stack, "/gitlab/projects", browser=browser)
     assert page.status_code == 200
     assert page.json()["headers"]["private-token"]
+
+
+# Last in the module: each worker then pauses gitlab refreshes for 30 s.
+def test_a_refusal_of_the_gateway_s_own_client_logs_nobody_out(stack, logged_in):
+    _, credential = logged_in
+    headers = {**JSON, "Cookie": cookie(stack, credential)}
+    before = refused_refreshes(stack, "gitlab", "invalid_client")
+    refresh_token = stored(stack, credential).tokens["gitlab"].refresh_token
+    old = age_token(stack, credential, "gitlab", expires_in=30)
+    stack.idps["gitlab"].set_faults("refresh_invalid_client")
+    try:
+        for _ in range(10):
+            still_valid = requests.get(stack.url + "/gitlab/x", headers=headers, timeout=10)
+            assert still_valid.status_code == 200
+            assert still_valid.json()["headers"]["private-token"] == [old]
+        assert 1 <= refused_refreshes(stack, "gitlab", "invalid_client") - before <= 2
+        age_token(stack, credential, "gitlab", expires_in=-1)
+        expired = requests.get(stack.url + "/gitlab/x", headers=headers, timeout=10)
+        # Not "log in again": a login would fail the same way, and the session's refresh
+        # token is still good once the client's secret is fixed.
+        assert expired.status_code == 503
+        assert refused_refreshes(stack, "gitlab", "invalid_client") - before <= 2  # paused
+        tokens = stored(stack, credential).tokens["gitlab"]
+        assert not tokens.needs_login and tokens.refresh_token == refresh_token
+    finally:
+        stack.idps["gitlab"].set_faults("ok")

@@ -20,7 +20,13 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from gateway.config import Provider, parse_config
-from gateway.errors import ConfigError, ProviderRejected, ProviderUnavailable, TokenInvalid
+from gateway.errors import (
+    ClientRefused,
+    ConfigError,
+    ProviderRejected,
+    ProviderUnavailable,
+    TokenInvalid,
+)
 from gateway.providers import ProviderClient, discovery_url
 from gateway.sessions import TokenSet
 
@@ -185,7 +191,7 @@ def test_an_oidc_provider_s_default_method_comes_from_discovery(
 def test_a_provider_supporting_none_of_our_methods_is_a_clear_error(exchange: Exchange) -> None:
     meta = discovery("https://op.test", token_endpoint_auth_methods_supported=["tls_client_auth"])
     client = oidc(exchange, meta=meta, client_secret="s")
-    with pytest.raises(ProviderUnavailable, match="token_endpoint_auth_method"):
+    with pytest.raises(ClientRefused, match="token_endpoint_auth_method"):
         client.auth_method()
 
 
@@ -439,3 +445,85 @@ def test_an_ec_client_key_signs_its_assertions_with_es256(exchange: Exchange) ->
     client.exchange_code("c", "v" * 43)
     public = ECKey.import_key(key.as_dict(private=False))
     assert jwt.decode(exchange.form()["client_assertion"], public).header["alg"] == "ES256"
+
+
+# ---- hostile or broken replies -----------------------------------------------------------
+
+
+def test_the_private_key_jwt_assertion_names_the_issuer_and_lives_a_minute(
+    exchange: Exchange,
+) -> None:
+    key = ECKey.generate_key("P-256")
+    client = oidc(
+        exchange,
+        meta=discovery("https://op.test", revocation_endpoint="https://elsewhere.test/revoke"),
+        private_key=key.as_pem(private=True).decode(),
+        token_endpoint_auth_method="private_key_jwt",
+    )
+    exchange.replies["https://elsewhere.test/revoke"] = (200, {})
+    client.revoke(OLD)
+    public = ECKey.import_key(key.as_dict(private=False))
+    first, second = (
+        jwt.decode(exchange.form(i)["client_assertion"], public).claims for i in (1, 2)
+    )
+    # Not the token endpoint: the revocation host cannot replay it there as this client.
+    assert first["aud"] == "https://op.test"
+    assert first["exp"] - first["iat"] <= 60
+    assert first["jti"] != second["jti"]
+
+
+def test_a_token_endpoint_redirect_is_not_followed_with_the_refresh_token(
+    exchange: Exchange,
+) -> None:
+    exchange.replies["https://p.test/token"] = (307, {})
+    with pytest.raises(ProviderUnavailable):
+        oauth2(token_endpoint_auth_method="client_secret_post").refresh(OLD, time.time())
+    assert len(exchange.requests) == 1
+
+
+@pytest.mark.parametrize("expires_in", [[1], {"x": 1}, 1e400])
+def test_an_unreadable_expiry_is_a_provider_failure_not_a_crash(
+    exchange: Exchange, expires_in: Any
+) -> None:
+    exchange.replies["https://p.test/token"] = (200, {**TOKENS, "expires_in": expires_in})
+    with pytest.raises(ProviderUnavailable):
+        oauth2().refresh(OLD, time.time())
+
+
+@pytest.mark.parametrize(("status", "body"), [(429, {"error": "rate_limited"}), (408, {})])
+def test_rate_limits_and_timeouts_are_transient(exchange: Exchange, status: int, body: Any) -> None:
+    exchange.replies["https://p.test/token"] = (status, body)
+    with pytest.raises(ProviderUnavailable):
+        oauth2().refresh(OLD, time.time())
+
+
+@pytest.mark.parametrize("error", ["invalid_client", "unauthorized_client"])
+def test_a_refusal_of_our_own_client_is_told_apart_from_a_user_s_grant(
+    exchange: Exchange, error: str
+) -> None:
+    exchange.replies["https://p.test/token"] = (401, {"error": error})
+    with pytest.raises(ClientRefused):
+        oauth2().refresh(OLD, time.time())
+
+
+def test_userinfo_refusing_the_token_is_a_rejection_not_an_outage(exchange: Exchange) -> None:
+    exchange.replies["https://p.test/userinfo"] = (401, {"error": "invalid_token"})
+    with pytest.raises(ProviderRejected):
+        oauth2().identity("at", None)
+
+
+@pytest.mark.parametrize("name", ["redirect_uri", "response_type", "State", "scope"])
+def test_extra_authorize_parameters_cannot_replace_the_flow_s_own(name: str) -> None:
+    with pytest.raises(ValueError, match="sets"):
+        Provider.model_validate(
+            {"id": "p", "kind": "oauth2", "client_id": "gw", "authorize_url": "https://p.test/a",
+             "token_url": "https://p.test/t", "authorize_params": {name: "x"}}
+        )  # fmt: skip
+
+
+def test_a_keycloak_realm_url_with_a_trailing_slash_names_keycloak_s_issuer() -> None:
+    provider = Provider.model_validate(
+        {"id": "kc", "preset": "keycloak", "base_url": "https://kc.test/realms/r/",
+         "client_id": "gw"}
+    )  # fmt: skip
+    assert provider.issuer == "https://kc.test/realms/r"
