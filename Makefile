@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: chromium run test lint typecheck protos check-protos unit integration render-envoy image clean
+.PHONY: chromium node-deps run test lint typecheck protos check-protos unit integration render-envoy image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,20 +15,25 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Run the whole gateway locally (Envoy, ext_authz, login app, Redis, dev IdPs, demo backend).
+## Another config or options: `make run RUN_ARGS="--config mine.yaml"` (python -m devtools.run_stack --help).
 run: $(STAMP)
-	$(BIN)/python -m devtools.run_stack
+	$(BIN)/python -m devtools.run_stack $(RUN_ARGS)
 
 ## Everything CI runs: lint, types, generated-code check, all tests.
-test: $(STAMP) lint typecheck check-protos chromium
+test: $(STAMP) lint typecheck check-protos chromium node-deps
 	$(BIN)/python -m pytest -q
 
 chromium:
 	bash devtools/ensure-chromium.sh
 
+## Node.js, npm and the locked packages of devtools/*/ (test peers such as oidc-provider).
+node-deps:
+	bash devtools/ensure-node.sh
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) node-deps
 	$(BIN)/python -m pytest -q -m integration
 
 lint: $(STAMP)

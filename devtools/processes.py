@@ -58,6 +58,45 @@ def bindable(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def can_listen(address: str) -> bool:
+    """A server could listen on ``host:port`` (or ``unix:/path``) now: nobody listens there.
+
+    Unlike :func:`bindable`, a port held only by a closed connection in TIME_WAIT counts as
+    free, as it does for our servers (they all bind with SO_REUSEADDR): a stack stopped a
+    moment ago must not keep the next one from starting.
+    """
+    if address.startswith("unix:"):
+        return not listening(address)
+    host, port = split_address(address)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) as (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def listening(address: str) -> bool:
+    """Something accepts connections at ``host:port`` or ``unix:/path``."""
+    if not address.startswith("unix:"):
+        host, port = split_address(address)
+        # A server on every interface answers on loopback.
+        return port_open(port, "127.0.0.1" if host in ("", "0.0.0.0", "::") else host)
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(address.removeprefix("unix:"))
+        except OSError:
+            return False
+    return True
+
+
 def free_ports(count: int) -> int:
     """The first of ``count`` consecutive ports that can all be bound now (ext_authz workers
     listen on port, port+1, ...). Only the first comes from the kernel; the others are in the

@@ -66,7 +66,9 @@ class Authorizer:
             session is not None
             and provider_id is not None
             and self._refresher is not None
-            and self._refresher.needs_refresh(session, provider_id, now)
+            and self._refresher.needs_refresh(
+                session, provider_id, now, step.presented.credential.lookup_id
+            )
         ):
             try:
                 session = await self._refresher.refreshed(step.presented.credential, provider_id)
@@ -81,5 +83,10 @@ class Authorizer:
                 # Re-read around the refresh, the record no longer opens: as if on loading.
                 logger.info("session record refused: %s", exc)
                 session, failure = None, Lookup.INVALID
+            except Exception:
+                # A refresh that broke in a way nobody foresaw must not turn a check that the
+                # still-valid token can answer into a denial: as if the provider were down.
+                logger.exception("refresh failed unexpectedly")
+                refresh_failed = True
             now = self._clock()
         return self._decider.complete(step, session, failure, now, refresh_failed=refresh_failed)

@@ -15,7 +15,15 @@ The refresh task is detached from the check that started it: a check waits at mo
 expired), while the refresh finishes and stores its result for the next request.
 
 Outcomes: new tokens are merged into the session; ``invalid_grant`` marks only that
-provider as needing a new login; anything transient keeps the session untouched.
+provider as needing a new login; anything transient keeps the session untouched. A refresh
+the provider refuses for another reason (``invalid_scope``, ...) is a request problem that
+asking again will not cure: the old token serves while it lasts, with no further attempt
+from this worker until it expires; refused once more then, the provider is marked as needing
+a login, exactly as for ``invalid_grant``. So a broken refresh costs the provider at most two
+requests per session and worker, never one per check. A refusal of the gateway's own client
+(``invalid_client``: a wrong secret or key) blames no session: it is logged as an error, and
+this worker asks that provider for no refresh for ``CLIENT_REFUSAL_PAUSE`` seconds; sessions
+keep their refresh tokens (503 once a token expires), so fixing the secret ends it.
 """
 
 from __future__ import annotations
@@ -24,13 +32,15 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ext_authz.metrics import REFRESHES
 from gateway.config import Provider, TokenSettings
 from gateway.credentials import SessionCredential
-from gateway.errors import ProviderRejected, ProviderUnavailable, StoreUnavailable
+from gateway.errors import ClientRefused, ProviderRejected, ProviderUnavailable, StoreUnavailable
 from gateway.sessions import Session, SessionCodec
 from gateway.store import AsyncSessionStore
 
@@ -40,6 +50,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.05
+# Sessions whose refresh was refused, remembered per worker; the oldest go first past this.
+_MAX_REFUSED = 10_000
+CLIENT_REFUSAL_PAUSE = 30.0
 
 
 class RefreshFailed(Exception):
@@ -61,7 +74,13 @@ class Refresher:
         codec: SessionCodec,
         providers: dict[str, Provider],
         settings: TokenSettings,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock
+        # (session lookup id, provider) -> expiry of the token whose refresh was refused.
+        self._refused_until: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # provider -> until when it is not asked (it refused this gateway's client).
+        self._client_refused_until: dict[str, float] = {}
         self._store = store
         self._codec = codec
         self._providers = providers
@@ -70,13 +89,39 @@ class Refresher:
         self._lease_ms = int(settings.refresh_lock_lease * 1000)
         self._in_flight: dict[tuple[str, str], asyncio.Task[Session]] = {}
 
-    def needs_refresh(self, session: Session, provider_id: str, now: float) -> bool:
+    def needs_refresh(
+        self, session: Session, provider_id: str, now: float, lookup_id: str | None = None
+    ) -> bool:
+        """True when a refresh is due and worth trying (``lookup_id``: not one refused lately)."""
         tokens = session.tokens.get(provider_id)
         return (
             tokens is not None
             and provider_id in self._providers
             and tokens.needs_refresh(now, self._settings.refresh_margin)
+            and not (
+                lookup_id is not None
+                and self._refused_lately(lookup_id, provider_id, tokens.expires_at, now)
+            )
         )
+
+    def _refused_lately(
+        self, lookup_id: str, provider_id: str, expires_at: int, now: float
+    ) -> bool:
+        """True while the token whose refresh was refused is the session's and still valid."""
+        refused = self._refused_until.get((lookup_id, provider_id))
+        if refused is None:
+            return False
+        if refused == expires_at and now < refused:
+            return True
+        del self._refused_until[(lookup_id, provider_id)]
+        return False
+
+    def _remember_refusal(self, lookup_id: str, provider_id: str, expires_at: int) -> None:
+        key = (lookup_id, provider_id)
+        self._refused_until[key] = expires_at
+        self._refused_until.move_to_end(key)
+        while len(self._refused_until) > _MAX_REFUSED:
+            self._refused_until.popitem(last=False)
 
     async def refreshed(self, credential: SessionCredential, provider_id: str) -> Session:
         """The session with fresh tokens for ``provider_id``.
@@ -84,6 +129,8 @@ class Refresher:
         Raises RefreshFailed (answer with the old token or 503), SessionGone, or
         SessionInvalid when the record re-read around the refresh no longer opens.
         """
+        if self._clock() < self._client_refused_until.get(provider_id, 0.0):
+            raise RefreshFailed("refresh_unavailable")  # the provider refuses our client
         key = (credential.lookup_id, provider_id)
         task = self._in_flight.get(key)
         if task is None:
@@ -128,7 +175,7 @@ class Refresher:
             current = await self._store.reload(credential)
             if current is None:
                 raise SessionGone()
-            if not self.needs_refresh(current, provider_id, time.time()):
+            if not self.needs_refresh(current, provider_id, self._clock()):
                 return current
             if time.monotonic() > deadline:
                 raise RefreshFailed("refresh_pending")
@@ -149,21 +196,36 @@ class Refresher:
         current = await self._store.reload(credential)
         if current is None:
             raise SessionGone()
-        if not self.needs_refresh(current, provider_id, time.time()):
+        if not self.needs_refresh(current, provider_id, self._clock()):
             return current
         tokens = current.tokens[provider_id]
         client = self._client(provider_id)
         try:
             # requests is blocking; a refresh is rare enough for a worker thread.
-            fresh = await asyncio.to_thread(client.refresh, tokens, time.time())
+            fresh = await asyncio.to_thread(client.refresh, tokens, self._clock())
             outcome = "refreshed"
+        except ClientRefused as exc:
+            REFRESHES.labels(provider_id, "client_refused").inc()
+            logger.error(
+                "the provider refuses this gateway's client: check its secret, key and method",
+                extra={"provider": provider_id, "error": exc.error},
+            )
+            self._client_refused_until[provider_id] = self._clock() + CLIENT_REFUSAL_PAUSE
+            raise RefreshFailed("refresh_unavailable") from exc
         except ProviderRejected as exc:
+            now = self._clock()
             if exc.error != "invalid_grant":
+                REFRESHES.labels(provider_id, "refused").inc()
                 logger.warning(
-                    "refresh refused", extra={"provider": provider_id, "error": exc.error}
+                    "refresh refused by the provider",
+                    extra={"provider": provider_id, "error": exc.error or "no_error_code"},
                 )
-                raise RefreshFailed("refresh_unavailable") from exc
-            # The refresh token is revoked or expired: only this provider needs a login.
+                if not tokens.expired_at(now):
+                    # Not again from here while the old token serves (see the module doc).
+                    self._remember_refusal(credential.lookup_id, provider_id, tokens.expires_at)
+                    raise RefreshFailed("refresh_refused") from exc
+            # The refresh token is revoked, expired or refused again: only this provider
+            # needs a login.
             fresh = replace(tokens, needs_login=True)
             outcome = "needs_login"
         except ProviderUnavailable as exc:

@@ -8,6 +8,7 @@
     └── ProviderFailure      an identity provider call did not give us what we need
         ├── ProviderUnavailable  network, timeout, 5xx, broken metadata: try again later
         ├── ProviderRejected     the provider said no (``error``: invalid_grant, ...)
+        │   └── ClientRefused    ... to this gateway's client itself (invalid_client, ...)
         └── TokenInvalid         an ID or logout token failed validation
 
 Third-party errors (redis, cryptography, protobuf) are translated into these in the module
@@ -52,6 +53,13 @@ class ProviderUnavailable(ProviderFailure):
 
 class ProviderRejected(ProviderFailure):
     code = "provider_rejected"
+
+
+class ClientRefused(ProviderRejected):
+    """The provider refuses the gateway's own client registration (a wrong secret or key, a
+    method it does not take): no user's grant is to blame, and no login would help."""
+
+    code = "client_refused"
 
 
 class TokenInvalid(ProviderFailure):

@@ -254,6 +254,9 @@ def callback() -> Response | str:
     client = svc.providers.get(attempt.provider_id)
     if client is None:  # the provider left the configuration during this login
         raise AttemptExpired("this login's provider is no longer configured")
+    # RFC 9207 (§2.4, error replies too): a reply naming another issuer is a mix-up attack;
+    # refused before its code or error text goes anywhere.
+    client.check_reply_issuer(_argument("iss"))
     now = time.time()
     error = _argument("error")
     if error in _PROVIDER_DOWN_ERRORS and _may_skip(svc, attempt, client.id):
@@ -274,19 +277,14 @@ def callback() -> Response | str:
         _skip(attempt, client.id, "unavailable")  # it went down while the person was there
         return _continue(svc, attempt, binding, now)
     is_primary = attempt.provider_id == svc.login_sequence[0]
+    claims = None
     if client.is_oidc:
         if not tokens.id_token:
             raise IdTokenInvalid("the reply has no ID token", provider=client.id)
         claims = client.verify_id_token(tokens.id_token, attempt.nonce, now)
-        identity = (
-            client.identity_from_claims(claims, svc.config.kept_claims) if is_primary else None
-        )
-    else:
-        identity = (
-            client.identity_from_userinfo(tokens.access_token, svc.config.kept_claims)
-            if is_primary
-            else None
-        )
+    identity = (
+        client.identity(tokens.access_token, claims, svc.config.kept_claims) if is_primary else None
+    )
 
     if identity is not None:
         if attempt.carried_subject and attempt.carried_subject != identity.subject:

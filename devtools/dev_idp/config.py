@@ -70,8 +70,10 @@ class IdpConfig:
 
     def __post_init__(self) -> None:
         _require_http_url(self.issuer, "--issuer")
-        if urlsplit(self.issuer).path not in ("", "/") or self.issuer.endswith("/"):
-            raise ConfigError("--issuer: give scheme://host:port with no path or trailing '/'")
+        # A trailing "/" is allowed (issuers are compared byte for byte, and some providers
+        # write one); endpoints are served at the root either way.
+        if urlsplit(self.issuer).path not in ("", "/"):
+            raise ConfigError("--issuer: give scheme://host:port[/] with no path")
         if not self.clients:
             raise ConfigError("--client: at least one client is required")
         ids = [client.client_id for client in self.clients]

@@ -15,6 +15,11 @@ class TokenEndpointFault(StrEnum):
     ERROR_503 = "error503"
     SLOW = "slow"
     SLOW_503 = "slow503"  # hang, then fail without touching any token (a stalled provider)
+    # Refuse every refresh as a request problem, as a provider that granted fewer scopes
+    # than a refresh asks for does; code exchanges still work.
+    REFRESH_INVALID_SCOPE = "refresh_invalid_scope"
+    # Refuse every refresh as if the gateway's client secret were wrong.
+    REFRESH_INVALID_CLIENT = "refresh_invalid_client"
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Faults:
         return self._settings
 
     def update(self, payload: dict[str, Any]) -> FaultSettings:
-        """Apply ``{"token_endpoint": "ok"|"error503"|"slow"|"slow503", "slow_seconds": N}``."""
+        """Apply ``{"token_endpoint": MODE, "slow_seconds": N}``, MODE a TokenEndpointFault."""
         unknown = set(payload) - {"token_endpoint", "slow_seconds"}
         if unknown:
             raise AdminRequestError(f"unknown fault settings: {sorted(unknown)}")

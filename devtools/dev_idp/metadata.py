@@ -32,10 +32,10 @@ OIDC_CLAIMS = [
 
 def build_metadata(config: IdpConfig) -> dict[str, Any]:
     """The document served at ``/.well-known/...``; raises ValueError if it is invalid."""
-    issuer = config.issuer
+    issuer = config.issuer.removesuffix("/")  # the base of every endpoint URL
     methods = list(TOKEN_ENDPOINT_AUTH_METHODS)
     data: dict[str, Any] = {
-        "issuer": issuer,
+        "issuer": config.issuer,
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
         "userinfo_endpoint": f"{issuer}/userinfo",

@@ -27,7 +27,9 @@ JSON = {"Accept": "application/json"}
 
 
 def short_refresh_settings(raw: dict) -> None:
-    raw["tokens"] = {"refresh_margin": "2s", "refresh_lock_lease": "1s", "refresh_wait": "500ms"}
+    # A margin this wide makes a token aged to expire in 30 s due (the margin never exceeds
+    # half a token's lifetime, so the IdPs' 6 s tokens are still due 3 s after issue).
+    raw["tokens"] = {"refresh_margin": "60s", "refresh_lock_lease": "1s", "refresh_wait": "500ms"}
 
 
 def start_stack_with_short_tokens(
@@ -77,7 +79,7 @@ def age_token(stack: Stack, credential: SessionCredential, provider: str, expire
     tokens = replace(
         session.tokens[provider],
         expires_at=int(time.time() + expires_in),
-        obtained_at=int(time.time() - ACCESS_TOKEN_TTL),
+        obtained_at=int(time.time() - max(ACCESS_TOKEN_TTL, 2 * expires_in)),
     )
     sync_store(stack.config).save(credential, session.with_tokens(provider, tokens))
     return tokens.access_token
@@ -181,6 +183,44 @@ def test_provider_down_serves_the_still_valid_token_then_503_and_recovers(stack,
     assert recovered.json()["headers"]["authorization"] != [f"Bearer {old}"]
 
 
+def refused_refreshes(stack: Stack, provider: str, error: str = "invalid_scope") -> int:
+    return stack.idps[provider].stats()["token_requests"].get("refresh_token", {}).get(error, 0)
+
+
+def test_a_refused_refresh_is_not_retried_per_request_and_ends_in_a_login_not_503(
+    stack, logged_in
+):
+    _, credential = logged_in
+    headers = {**JSON, "Cookie": cookie(stack, credential)}
+    before = refused_refreshes(stack, "primary")
+    old = age_token(stack, credential, "primary", expires_in=30)  # due (margin), still valid
+    stack.idps["primary"].set_faults("refresh_invalid_scope")
+    try:
+        for _ in range(20):
+            still_valid = requests.get(stack.url + "/api/x", headers=headers, timeout=10)
+            assert still_valid.status_code == 200
+            assert still_valid.json()["headers"]["authorization"] == [f"Bearer {old}"]
+        # Once per worker at most, not once per request.
+        assert 1 <= refused_refreshes(stack, "primary") - before <= 2
+
+        age_token(stack, credential, "primary", expires_in=-1)
+        for _ in range(10):
+            expired = requests.get(stack.url + "/api/x", headers=headers, timeout=10)
+            assert expired.status_code == 401, expired.text
+            assert expired.json()["reason"] in ("provider_login_required", "token_expired")
+        assert refused_refreshes(stack, "primary") - before <= 4
+        assert stored(stack, credential).tokens["primary"].needs_login
+        page = requests.get(
+            stack.url + "/api/x",
+            headers={"Accept": "text/html", "Cookie": cookie(stack, credential)},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert page.status_code == 302 and "/auth/login" in page.headers["location"]
+    finally:
+        stack.idps["primary"].set_faults("ok")
+
+
 def test_a_revoked_refresh_token_asks_only_that_provider_for_a_new_login(stack, logged_in):
     browser, credential = logged_in
     session = stored(stack, credential)
@@ -208,3 +248,29 @@ def test_a_revoked_refresh_token_asks_only_that_provider_for_a_new_login(stack, 
     _, page = browser_login(stack, "/gitlab/projects", browser=browser)
     assert page.status_code == 200
     assert page.json()["headers"]["private-token"]
+
+
+# Last in the module: each worker then pauses gitlab refreshes for 30 s.
+def test_a_refusal_of_the_gateway_s_own_client_logs_nobody_out(stack, logged_in):
+    _, credential = logged_in
+    headers = {**JSON, "Cookie": cookie(stack, credential)}
+    before = refused_refreshes(stack, "gitlab", "invalid_client")
+    refresh_token = stored(stack, credential).tokens["gitlab"].refresh_token
+    old = age_token(stack, credential, "gitlab", expires_in=30)
+    stack.idps["gitlab"].set_faults("refresh_invalid_client")
+    try:
+        for _ in range(10):
+            still_valid = requests.get(stack.url + "/gitlab/x", headers=headers, timeout=10)
+            assert still_valid.status_code == 200
+            assert still_valid.json()["headers"]["private-token"] == [old]
+        assert 1 <= refused_refreshes(stack, "gitlab", "invalid_client") - before <= 2
+        age_token(stack, credential, "gitlab", expires_in=-1)
+        expired = requests.get(stack.url + "/gitlab/x", headers=headers, timeout=10)
+        # Not "log in again": a login would fail the same way, and the session's refresh
+        # token is still good once the client's secret is fixed.
+        assert expired.status_code == 503
+        assert refused_refreshes(stack, "gitlab", "invalid_client") - before <= 2  # paused
+        tokens = stored(stack, credential).tokens["gitlab"]
+        assert not tokens.needs_login and tokens.refresh_token == refresh_token
+    finally:
+        stack.idps["gitlab"].set_faults("ok")

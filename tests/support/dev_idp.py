@@ -29,12 +29,12 @@ ADMIN_TIMEOUT_SECONDS = 10.0
 class DevIdp:
     """A running provider: its URLs plus the ``/_admin/`` controls."""
 
-    def __init__(self, process: ManagedProcess, port: int, mode: str):
+    def __init__(self, process: ManagedProcess, port: int, mode: str, issuer_path: str = ""):
         self._process = process
         self.port = port
         self.mode = mode
         self.url = f"http://127.0.0.1:{port}"
-        self.issuer = self.url
+        self.issuer = self.url + issuer_path
 
     # Lifecycle
 
@@ -134,12 +134,14 @@ def start_dev_idp(
     post_logout_redirect_uris: Sequence[str] = (),
     extra_args: Sequence[str] = (),
     timeout: float = 15.0,
+    issuer_path: str = "",
 ) -> DevIdp:
     """Start ``python -m devtools.dev_idp`` on a free port and wait for its listening line.
 
     ``clients`` and ``users`` use the command-line specs
     (``ID:SECRET:URI[,URI2]``, ``USER:PASSWORD[:email[:Full Name[:g1+g2]]]``); without
-    ``users`` the provider has ``alice``/``alice``. Raises RuntimeError with the process
+    ``users`` the provider has ``alice``/``alice``; ``issuer_path`` follows the URL in its
+    issuer (``"/"``: a trailing slash). Raises RuntimeError with the process
     output if it exits or does not listen within ``timeout`` seconds.
     """
     port = free_port()
@@ -152,7 +154,7 @@ def start_dev_idp(
         "--port",
         str(port),
         "--issuer",
-        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{port}{issuer_path}",
         "--mode",
         mode,
         "--access-token-ttl",
@@ -170,7 +172,7 @@ def start_dev_idp(
 
     process = ManagedProcess(f"dev-idp-{mode}-{port}", argv)
     process.start(lambda: LISTENING_LINE in process.output(), timeout=timeout)
-    return DevIdp(process, port, mode)
+    return DevIdp(process, port, mode, issuer_path)
 
 
 def submit_login_form(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from urllib.parse import urljoin
 
 import requests
@@ -11,6 +12,11 @@ from tests.support.dev_idp import submit_login_form
 from tests.support.stack import Stack
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+# A provider whose login pages follow() does not know: given a redirect target, it logs the
+# browser in there and returns where that provider sends it back to, or None when the
+# target is not that provider's.
+ProviderLogin = Callable[[requests.Session, str], str | None]
 
 
 def follow(
@@ -21,17 +27,22 @@ def follow(
     password: str = "alice",
     max_hops: int = 20,
     seen: list[requests.Response] | None = None,
+    other_login: ProviderLogin | None = None,
 ) -> requests.Response:
     """Follow redirects, logging in at every IdP form on the way; return the final page.
 
-    Every response on the way is appended to ``seen`` when it is given. A URL asked for a
-    third time is a redirect loop (a browser would give up on it): AssertionError."""
+    Every response on the way is appended to ``seen`` when it is given; ``other_login``
+    takes over at the redirects to a provider with login pages of its own (JupyterHub). A
+    URL asked for a third time is a redirect loop (a browser would give up on it):
+    AssertionError."""
     visits: Counter[str] = Counter()
     for _ in range(max_hops):
         if seen is not None:
             seen.append(response)
         if response.is_redirect:
             target = urljoin(response.url, response.headers["location"])
+            if other_login is not None:
+                target = other_login(browser, target) or target
             visits[target] += 1
             if visits[target] > 2:
                 raise AssertionError(f"redirect loop: {target} asked for a third time")

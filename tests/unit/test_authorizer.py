@@ -172,7 +172,9 @@ class FailingRefresher:
     def __init__(self, error: BaseException) -> None:
         self.error = error
 
-    def needs_refresh(self, session: Session, provider_id: str, now: float) -> bool:
+    def needs_refresh(
+        self, session: Session, provider_id: str, now: float, lookup_id: str | None = None
+    ) -> bool:
         return True
 
     async def refreshed(self, credential: SessionCredential, provider_id: str) -> Session:

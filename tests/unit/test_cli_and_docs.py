@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from joserfc.jwk import ECKey
 
 from gateway.cli import (
     EXIT_CONFIG,
@@ -14,6 +16,7 @@ from gateway.cli import (
     build_parser,
     main,
 )
+from gateway.config import parse_config, provider_secret_variable
 from gateway.config_reference import readme_block, render_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,3 +100,30 @@ def test_login_listen_from_the_command_line_is_validated_like_the_config(
     code = main(["login", "--config", str(ROOT / "gateway.yaml"), "--listen", "localhost"])
     assert code == EXIT_CONFIG
     assert "login_app.listen" in capsys.readouterr().err
+
+
+def test_the_readme_s_provider_examples_load_and_expand_as_documented() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Identity providers", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    providers = yaml.safe_load(block)["providers"]
+    environ = {
+        **SECRETS,
+        **{provider_secret_variable(p["id"]): "client-secret" for p in providers},
+        "GATEWAY_PROVIDER_CORPORATE_PRIVATE_KEY": ECKey.generate_key("P-256")
+        .as_pem(private=True)
+        .decode(),
+    }
+    raw = {
+        "public_url": "https://gateway.example.org",
+        "providers": providers,
+        "routes": [{"name": "r", "prefix": "/r/", "upstream": "http://127.0.0.1:1"}],
+    }
+    config = parse_config(raw, environ)
+    presets = {p.preset for p in config.providers}
+    assert presets == {"keycloak", "gitlab", "github", "jupyterhub", "google", "generic"}
+    assert config.provider("keycloak").issuer == "https://id.example.org/realms/platform"
+    assert config.provider("jupyterhub").token_url == (
+        "https://hub.example.org/hub/api/oauth2/token"
+    )
+    assert config.provider("corporate").claims.groups == ("roles", "groups")

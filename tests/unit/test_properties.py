@@ -445,7 +445,10 @@ def test_begin_alone_never_hands_out_a_token(
     elif isinstance(step, Deny):
         assert_deny_is_safe(config, step)
     else:
-        assert step.presented.credential in CREDENTIALS
+        # A session is looked up only for a credential the request itself carries (the
+        # generator can also write a well-formed one of its own, such as all zeros).
+        encoded = step.presented.credential.encode()
+        assert any(encoded in value for value in request.headers.values())
 
 
 @PROPERTY

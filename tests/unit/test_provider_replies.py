@@ -110,12 +110,12 @@ def test_a_good_token_reply_is_taken(serve: Serve, call: Callable[[ProviderClien
 def test_userinfo_naming_no_usable_subject_is_refused(serve: Serve, subject: object) -> None:
     serve({"https://p.test/userinfo": (200, {"sub": subject, "name": "Zoë"})})
     with pytest.raises(ProviderRejected):
-        oauth2_client().identity_from_userinfo("t")
+        oauth2_client().identity("t", None)
 
 
 def test_userinfo_with_an_integer_id_names_the_user(serve: Serve) -> None:
     serve({"https://p.test/userinfo": (200, {"id": 42, "username": "zoe"})})
-    assert oauth2_client().identity_from_userinfo("t").subject == "42"
+    assert oauth2_client().identity("t", None).subject == "42"
 
 
 def _id_token(header: dict[str, Any] | None = None) -> str:

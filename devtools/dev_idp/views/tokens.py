@@ -11,6 +11,10 @@ from devtools.dev_idp.context import current_context
 from devtools.dev_idp.faults import TokenEndpointFault
 
 bp = Blueprint("tokens", __name__)
+_REFUSED_REFRESHES = {
+    TokenEndpointFault.REFRESH_INVALID_SCOPE: "invalid_scope",
+    TokenEndpointFault.REFRESH_INVALID_CLIENT: "invalid_client",
+}
 
 
 @bp.post("/token")
@@ -29,6 +33,12 @@ def token() -> Response:
         return unavailable
     if faults.token_endpoint is TokenEndpointFault.SLOW:
         time.sleep(faults.slow_seconds)
+    refused_as = _REFUSED_REFRESHES.get(faults.token_endpoint)
+    if refused_as is not None and grant_type == "refresh_token":
+        context.stats.token_request(grant_type, refused_as)
+        refused = jsonify(error=refused_as, error_description="injected fault")
+        refused.status_code = 401 if refused_as == "invalid_client" else 400
+        return refused
 
     response: Response = context.authorization_server.create_token_response()
     outcome = "ok"
