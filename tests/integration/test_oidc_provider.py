@@ -9,6 +9,7 @@ gateway did there (grants, client authentication used, revocations, back-channel
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from joserfc.jwk import RSAKey
 from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
 from gateway.sessions import Session
+from login_app.cli_login import GRANT_TYPE
 from tests.support.dev_idp import submit_login_form
 from tests.support.login import HTML
 from tests.support.oidc_provider import (
@@ -201,6 +203,17 @@ def log_in(
     response = browser.get(
         gateway.stack.url + path, headers=HTML, allow_redirects=False, timeout=10
     )
+    return browser, through_logins(op, browser, response, max_hops, callback)
+
+
+def through_logins(
+    op: OidcProvider,
+    browser: requests.Session,
+    response: requests.Response,
+    max_hops: int = 20,
+    callback: Callable[[str], str] = lambda url: url,
+) -> requests.Response:
+    """Follow redirects from ``response``, logging in at both providers on the way."""
     for _ in range(max_hops):
         if response.is_redirect:
             target = urljoin(response.url, response.headers["location"])
@@ -210,7 +223,7 @@ def log_in(
         elif response.status_code == 200 and 'id="password"' in response.text:
             response = submit_login_form(browser, response)  # the dev IdP's login page
         else:
-            return browser, response
+            return response
     raise AssertionError(f"more than {max_hops} hops, last at {response.url}")
 
 
@@ -417,6 +430,70 @@ def test_logout_at_the_provider_ends_the_gateway_session_by_back_channel(gateway
     assert len(delivered) == 1, op.events(since)
     assert sync_store(gateway.stack.config).load(credential) is None
     assert gateway.api_get(credential).status_code == 401
+
+
+def approved_cli_login(gateway: Gateway, op: OidcProvider, browser: requests.Session) -> str:
+    """A CLI login approved in ``browser`` (logged in already): the CLI's credential."""
+    url = gateway.stack.url
+    started = requests.post(url + "/auth/cli/start", timeout=10).json()
+    page = browser.get(started["verification_uri_complete"], headers=HTML, timeout=10)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf, page.text[:500]
+    pressed = browser.post(
+        started["verification_uri"],
+        data={"user_code": started["user_code"], "csrf_token": csrf[1], "action": "approve"},
+        headers={**HTML, "Origin": gateway.stack.config.public_origin},
+        allow_redirects=False,
+        timeout=10,
+    )
+    done = through_logins(op, browser, pressed)
+    assert done.status_code == 200 and "return to your terminal" in done.text, done.text[:500]
+    token = requests.post(
+        url + "/auth/cli/token",
+        data={"grant_type": GRANT_TYPE, "device_code": started["device_code"]},
+        timeout=10,
+    )
+    assert token.status_code == 200, token.text
+    return str(token.json()["access_token"])
+
+
+def test_a_browser_logout_leaves_the_cli_session_and_the_provider_decides_on_its_tokens(
+    gateway, op
+):
+    """What happens with a real provider: the browser's logout ends the provider's session
+    and the provider sends its back-channel notice for it; the gateway keeps the CLI session
+    it approved. oidc-provider keeps one grant per browser session and client, and revoking
+    a refresh token revokes its grant, so the CLI's tokens there end with the browser's: the
+    CLI keeps its other provider and needs a new login for this one."""
+    browser, _ = log_in(gateway, op)
+    cli = SessionCredential.parse(approved_cli_login(gateway, op, browser))
+    store = sync_store(gateway.stack.config)
+    cli_session = store.load(cli)
+    assert cli_session is not None
+    _, browser_session = gateway.session(browser)
+    sid = browser_session.identity.provider_session_id
+    assert sid and cli_session.identity.provider_session_id == sid  # one provider session
+    cli_headers = {**JSON, "Authorization": f"Bearer {cli.encode()}"}
+
+    since = op.event_count()
+    logout = browser.get(
+        gateway.stack.url + "/auth/logout", headers=HTML, allow_redirects=False, timeout=10
+    )
+    back = logout_at_provider(browser, logout.headers["location"])
+    assert back.is_redirect
+    delivered = op.events(since, event="backchannel.success", client_id=gateway.client.client_id)
+    assert len(delivered) == 1, op.events(since)
+
+    assert store.load(cli) is not None
+    gitlab = requests.get(gateway.stack.url + "/gitlab/x", headers=cli_headers, timeout=10)
+    assert gitlab.status_code == 200, gitlab.text
+    refresh_token = cli_session.tokens[PROVIDER_ID].refresh_token
+    assert refresh_token
+    assert op.introspect(refresh_token, "refresh_token")["active"] is False
+    expire_token(gateway, cli)
+    refused = requests.get(gateway.stack.url + "/api/x", headers=cli_headers, timeout=30)
+    assert refused.status_code == 401
+    assert refused.json()["reason"] == "provider_login_required"
 
 
 @pytest.mark.parametrize("tamper", ["another_issuer", "no_issuer"])
