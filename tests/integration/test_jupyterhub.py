@@ -21,9 +21,8 @@ from gateway.credentials import SessionCredential
 from gateway.errors import ProviderRejected
 from gateway.providers import ProviderClient
 from gateway.session_factory import sync_store
-from gateway.sessions import Session
 from tests.support.jupyterhub import JupyterHub, LoginRefused
-from tests.support.login import HTML, browser_login, follow
+from tests.support.login import HTML, browser_login, follow, session_of
 from tests.support.servers import EchoBackend, RedisServer
 from tests.support.stack import Stack, start_stack
 
@@ -84,15 +83,6 @@ def log_in(
 ) -> tuple[requests.Session, requests.Response]:
     """A new browser logs in: alice at the dev IdPs, ``jupyterhub_user`` at JupyterHub."""
     return browser_login(stack, "/api/whoami", other_login=hub.login_as(jupyterhub_user))
-
-
-def session_of(stack: Stack, browser: requests.Session) -> tuple[SessionCredential, Session]:
-    cookie = browser.cookies.get(stack.cookie_name)
-    assert cookie is not None, "the browser has no session cookie"
-    credential = SessionCredential.parse(cookie)
-    session = sync_store(stack.config).load(credential)
-    assert session is not None
-    return credential, session
 
 
 def error_code(page: requests.Response) -> str:

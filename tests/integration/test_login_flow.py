@@ -9,9 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from gateway.credentials import SessionCredential
 from gateway.session_factory import sync_store
-from tests.support.login import HTML, browser_login, follow, start_login
+from tests.support.login import HTML, browser_login, follow, session_of, start_login
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -20,11 +19,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stack(login_stack: Stack) -> Stack:
     return login_stack
-
-
-def session_of(stack: Stack, browser: requests.Session):
-    credential = SessionCredential.parse(browser.cookies.get(stack.cookie_name))
-    return credential, sync_store(stack.config).load(credential)
 
 
 def test_login_walks_both_providers_and_lands_on_the_original_page(stack):

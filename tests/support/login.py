@@ -8,6 +8,9 @@ from urllib.parse import urljoin
 
 import requests
 
+from gateway.credentials import SessionCredential
+from gateway.session_factory import sync_store
+from gateway.sessions import Session
 from tests.support.dev_idp import submit_login_form
 from tests.support.stack import Stack
 
@@ -73,3 +76,13 @@ def browser_login(
     browser = browser or requests.Session()
     first = browser.get(stack.url + path, headers=HTML, allow_redirects=False, timeout=10)
     return browser, follow(browser, first, **kwargs)
+
+
+def session_of(stack: Stack, browser: requests.Session) -> tuple[SessionCredential, Session]:
+    """The browser's session credential and the session Redis holds for it."""
+    cookie = browser.cookies.get(stack.cookie_name)
+    assert cookie is not None, "the browser has no session cookie"
+    credential = SessionCredential.parse(cookie)
+    session = sync_store(stack.config).load(credential)
+    assert session is not None, "the browser's session is gone"
+    return credential, session

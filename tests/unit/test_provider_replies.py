@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
@@ -18,6 +17,7 @@ from gateway.config import Provider
 from gateway.errors import ProviderRejected, ProviderUnavailable, TokenInvalid
 from gateway.providers import ProviderClient
 from gateway.sessions import TokenSet
+from tests.support.http_replies import record_exchange
 
 ISSUER = "https://idp.test"
 KEY = ECKey.generate_key("P-256", parameters={"kid": "k1"})
@@ -35,20 +35,7 @@ Serve = Callable[[dict[str, tuple[int, Any]]], None]
 @pytest.fixture
 def serve(monkeypatch: pytest.MonkeyPatch) -> Serve:
     """Answer every HTTP request by URL (query left off) from a table of (status, JSON body)."""
-
-    def install(replies: dict[str, tuple[int, Any]]) -> None:
-        def send(_adapter: object, request: requests.PreparedRequest, **_: Any) -> Any:
-            status, body = replies[str(request.url).partition("?")[0]]
-            reply = requests.Response()
-            reply.status_code = status
-            reply.headers["Content-Type"] = "application/json"
-            reply._content = json.dumps(body).encode()
-            reply.url, reply.request = str(request.url), request
-            return reply
-
-        monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
-
-    return install
+    return record_exchange(monkeypatch).replies.update
 
 
 def oauth2_client() -> ProviderClient:
