@@ -17,8 +17,8 @@ from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Decider
 from ext_authz.grpc_service import AuthorizationService
 from gateway.config import parse_config
-from gateway.credentials import SessionCredential
-from gateway.sessions import Identity, Session, TokenSet
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Identity, Session, TokenSet
 
 CHECKS = 20_000
 

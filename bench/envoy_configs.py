@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.envoy_config import EXT_AUTHZ_ALLOWED_HEADERS
+from gateway.envoy.render import EXT_AUTHZ_ALLOWED_HEADERS
 
 _TYPE = "type.googleapis.com/"
 _HCM = "envoy.filters.network.http_connection_manager"

@@ -12,11 +12,11 @@ import yaml
 from bench.tokens import jwt_like_token, opaque_token
 from devtools.processes import free_port
 from gateway.config import GatewayConfig, load_config
-from gateway.credentials import SessionCredential
-from gateway.redis_client import sync_client
-from gateway.session_factory import session_codec, sync_store
-from gateway.sessions import Identity, Session, TokenSet
-from gateway.store import ttl_ms_for
+from gateway.redis.clients import sync_client
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import session_codec, sync_store
+from gateway.sessions.model import Identity, Session, TokenSet
+from gateway.sessions.store import ttl_ms_for
 
 ROUTE_NAME = "api"
 ROUTE_PATH = "/api/bench"

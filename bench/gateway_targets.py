@@ -21,7 +21,7 @@ from bench.gateway_setup import populate_sessions, session_memory
 from bench.measure import LoadSettings, max_throughput, verify
 from bench.scenarios import Lab
 from bench.servers import worker_memory
-from gateway.session_factory import sync_store
+from gateway.sessions.factory import sync_store
 
 RSS_LIMIT_MIB = 80
 SESSION_LIMIT_BYTES = 2048

@@ -29,7 +29,7 @@ from bench.servers import (
 )
 from devtools.processes import ManagedProcess, free_port, free_ports
 from gateway.config import GatewayConfig
-from gateway.envoy_config import render_envoy_config
+from gateway.envoy.render import render_envoy_config
 
 
 class Lab:

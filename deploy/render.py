@@ -27,7 +27,7 @@ RENDER_ENVIRONMENT = {"GATEWAY_SECRET_KEYS": "render-only-placeholder-secret-012
 def render(config_path: Path = GATEWAY_CONFIG) -> str:
     """The Envoy bootstrap for the gateway pod: ext_authz reached on its unix socket."""
     from gateway.config import load_config
-    from gateway.envoy_config import render_envoy_yaml
+    from gateway.envoy.render import render_envoy_yaml
     from gateway.errors import ConfigError
 
     config = load_config(config_path, RENDER_ENVIRONMENT)

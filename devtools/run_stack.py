@@ -30,7 +30,7 @@ from devtools.stack_plan import (
     plan_stack,
 )
 from gateway.config import GatewayConfig, load_config, provider_secret_variable
-from gateway.envoy_config import render_envoy_yaml
+from gateway.envoy.render import render_envoy_yaml
 from gateway.errors import ConfigError
 
 DEFAULT_CONFIG = REPO_ROOT / "gateway.yaml"

@@ -14,9 +14,9 @@ from typing import Protocol
 from ext_authz.decision import Decider, Decision, Lookup, SessionNeeded
 from ext_authz.refresh import Refresher, RefreshFailed, SessionGone
 from ext_authz.request import CheckRequest
-from gateway.credentials import SessionCredential
 from gateway.errors import SessionInvalid, StoreUnavailable
-from gateway.sessions import Session
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Session
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from ext_authz.decision import Decider
 from ext_authz.refresh import Refresher
 from ext_authz.session_cache import CachedSessions, SessionCache
 from gateway.config import GatewayConfig
-from gateway.redis_client import async_subscriber_client
-from gateway.session_factory import async_store, session_codec
-from gateway.sessions import SessionCodec
-from gateway.store import TOUCH_FRACTION, AsyncSessionStore
+from gateway.redis.clients import async_subscriber_client
+from gateway.sessions.factory import async_store, session_codec
+from gateway.sessions.model import SessionCodec
+from gateway.sessions.store import TOUCH_FRACTION, AsyncSessionStore
 
 
 @dataclass
@@ -42,7 +42,7 @@ def build_components(config: GatewayConfig) -> Components:
     codec = session_codec(config)
     decider, refresher = decision_parts(config, store, codec)
     # Entries never outlive a tenth of the idle window, so a busy session is re-read (and
-    # its idle timeout slid, see gateway.store) before Redis could forget it.
+    # its idle timeout slid, see gateway.sessions.store) before Redis could forget it.
     cache_ttl = min(
         config.ext_authz.session_cache_ttl, config.session.idle_timeout * TOUCH_FRACTION
     )

@@ -34,7 +34,7 @@ from ext_authz.request import (
 )
 from gateway.config import LOGIN_BINDING_COOKIE, GatewayConfig, Route, TokenFormat
 from gateway.errors import CredentialError
-from gateway.sessions import Identity, Session, TokenSet
+from gateway.sessions.model import Identity, Session, TokenSet
 
 Headers = tuple[tuple[str, str], ...]
 

@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING
 
 from ext_authz.metrics import REFRESHES
 from gateway.config import Provider, TokenSettings
-from gateway.credentials import SessionCredential
 from gateway.errors import ClientRefused, ProviderRejected, ProviderUnavailable, StoreUnavailable
-from gateway.sessions import Session, SessionCodec
-from gateway.store import AsyncSessionStore
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Session, SessionCodec
+from gateway.sessions.store import AsyncSessionStore
 
 if TYPE_CHECKING:
-    from gateway.providers import ProviderClient
+    from gateway.providers.client import ProviderClient
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class Refresher:
         (Authlib, requests) cost a worker ~15 MB, which workers that never refresh keep."""
         client = self._clients.get(provider_id)
         if client is None:
-            from gateway.providers import ProviderClient
+            from gateway.providers.client import ProviderClient
 
             client = ProviderClient(self._providers[provider_id], redirect_uri="")
             self._clients[provider_id] = client

@@ -8,7 +8,7 @@ from functools import lru_cache
 from ext_authz.decision import Allow, Decision, json_deny
 from ext_authz.metrics import CHECK_SECONDS, DECISIONS
 from ext_authz.request import CheckRequest
-from gateway.logs import FastLine
+from gateway.observability.logs import FastLine
 
 _decision_line = FastLine("ext_authz.check")
 _logged = {"allow": False, "deny": True}

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urlsplit
 
-from gateway.credentials import SessionCredential, looks_like_credential
 from gateway.errors import CredentialError
+from gateway.sessions.credentials import SessionCredential, looks_like_credential
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -23,7 +23,7 @@ from ext_authz.components import Components, build_components, decision_parts
 from ext_authz.reporting import log_decisions
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
-from gateway.metrics import serve_metrics
+from gateway.observability.metrics import serve_metrics
 
 logger = logging.getLogger(__name__)
 

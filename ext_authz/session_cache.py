@@ -28,15 +28,15 @@ import redis
 import redis.asyncio
 
 from ext_authz.metrics import SESSION_CACHE
-from gateway.credentials import SessionCredential
-from gateway.redis_client import (
+from gateway.redis.clients import (
     MASTER_CHECK_SECONDS,
     REDIS_FAILURES,
     fresh_pubsub,
     subscription_is_current,
 )
-from gateway.sessions import Session
-from gateway.store import AsyncSessionStore
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Session
+from gateway.sessions.store import AsyncSessionStore
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 from gateway.config import GatewayConfig
-from gateway.metrics import serve_metrics
+from gateway.observability.metrics import serve_metrics
 
 ConfigLoader = Callable[[], GatewayConfig]
 
@@ -35,7 +35,7 @@ def _worker_main(
     import asyncio
 
     from ext_authz.server import serve
-    from gateway.logs import configure_logging
+    from gateway.observability.logs import configure_logging
 
     configure_logging(config.log_level, worker=index)
     if load is not None:

@@ -35,7 +35,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_render_envoy(args: argparse.Namespace) -> int:
-    from gateway.envoy_config import render_envoy_yaml
+    from gateway.envoy.render import render_envoy_yaml
 
     config = _config(args)
     endpoints = args.ext_authz_endpoint or None
@@ -45,7 +45,7 @@ def _cmd_render_envoy(args: argparse.Namespace) -> int:
 
 def _cmd_authz(args: argparse.Namespace) -> int:
     from ext_authz.workers import run
-    from gateway.logs import configure_logging
+    from gateway.observability.logs import configure_logging
 
     config = _config(args)
     overrides = {
@@ -85,7 +85,7 @@ def _with_overrides(config: GatewayConfig, section: str, values: dict[str, objec
 
 
 def _cmd_login(args: argparse.Namespace) -> int:
-    from gateway.logs import configure_logging
+    from gateway.observability.logs import configure_logging
     from login_app.server import serve
 
     config = _config(args)
@@ -122,10 +122,10 @@ def _seconds(text: str) -> float:
 
 def _cmd_session_create(args: argparse.Namespace) -> int:
     """Create a session directly in Redis and print its credential (for tests and demos)."""
-    from gateway.credentials import SessionCredential
-    from gateway.session_factory import sync_store
-    from gateway.sessions import Identity, Session, TokenSet
-    from gateway.store import new_session_times
+    from gateway.sessions.credentials import SessionCredential
+    from gateway.sessions.factory import sync_store
+    from gateway.sessions.model import Identity, Session, TokenSet
+    from gateway.sessions.store import new_session_times
 
     config = _config(args)
     now = time.time()
@@ -156,7 +156,7 @@ def _cmd_session_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_sessions_list(args: argparse.Namespace) -> int:
-    from gateway.session_factory import session_admin
+    from gateway.sessions.factory import session_admin
 
     summaries = session_admin(_config(args)).list_sessions(args.user)
     if args.json:
@@ -174,7 +174,7 @@ def _cmd_sessions_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_sessions_revoke(args: argparse.Namespace) -> int:
-    from gateway.session_factory import session_admin
+    from gateway.sessions.factory import session_admin
 
     admin = session_admin(_config(args))
     if args.user is not None:
@@ -210,7 +210,7 @@ def _cmd_auth_login(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_reference(args: argparse.Namespace) -> int:
-    from gateway.config_reference import render_reference
+    from gateway.config.reference import render_reference
 
     print(render_reference())
     return EXIT_OK

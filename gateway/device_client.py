@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import requests
 
 from gateway.config import is_loopback
-from gateway.credentials import looks_like_credential
 from gateway.errors import GatewayError
+from gateway.sessions.credentials import looks_like_credential
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 SLOW_DOWN_SECONDS = 5  # RFC 8628 §3.5

@@ -22,8 +22,8 @@ import redis
 
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
-from gateway.redis_client import translate_redis_errors
-from gateway.sessions import Identity, TokenSet
+from gateway.redis.clients import translate_redis_errors
+from gateway.sessions.model import Identity, TokenSet
 from login_app.errors import AttemptExpired, StateMismatch
 
 ATTEMPT_TTL_SECONDS = 600

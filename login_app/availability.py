@@ -16,7 +16,7 @@ import logging
 import requests
 
 from gateway.errors import ProviderFailure
-from gateway.providers import ProviderClient
+from gateway.providers.client import ProviderClient
 
 logger = logging.getLogger(__name__)
 

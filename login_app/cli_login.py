@@ -36,9 +36,9 @@ from flask import (
 from werkzeug.wrappers import Response as BaseResponse
 
 from gateway.config import CLIENT_ADDRESS_HEADER
-from gateway.credentials import SessionCredential
 from gateway.errors import ProviderFailure, StoreUnavailable
-from gateway.sessions import Session
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Session
 from login_app.cookies import parse_credential
 from login_app.device_codes import (
     GUESS_LIMIT,

@@ -11,8 +11,8 @@ from flask import Request
 from werkzeug.wrappers import Response
 
 from gateway.config import LOGIN_BINDING_COOKIE, GatewayConfig
-from gateway.credentials import SessionCredential, looks_like_credential
 from gateway.errors import CredentialError
+from gateway.sessions.credentials import SessionCredential, looks_like_credential
 from login_app.attempts import ATTEMPT_TTL_SECONDS
 
 

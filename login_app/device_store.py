@@ -27,7 +27,7 @@ from redis.typing import EncodableT, FieldT
 
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
-from gateway.redis_client import REDIS_FAILURES, translate_redis_errors
+from gateway.redis.clients import REDIS_FAILURES, translate_redis_errors
 from login_app.device_codes import (
     EXPIRED_GRACE_SECONDS,
     EXPIRES_IN_SECONDS,

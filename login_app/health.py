@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify
 from werkzeug.wrappers import Response
 
 from gateway.errors import StoreUnavailable
-from gateway.redis_client import translate_redis_errors
+from gateway.redis.clients import translate_redis_errors
 from login_app.services import services
 
 blueprint = Blueprint("health", __name__)

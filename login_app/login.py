@@ -29,10 +29,10 @@ from dataclasses import asdict
 from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response
 
-from gateway.credentials import SessionCredential
 from gateway.errors import ProviderUnavailable
-from gateway.sessions import Session
-from gateway.store import new_session_times
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Session
+from gateway.sessions.store import new_session_times
 from login_app.attempts import LoginAttempt, binding_bytes, new_binding
 from login_app.cookies import (
     binding_cookie_name,

@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 from flask import Blueprint, jsonify, redirect, render_template, request
 from werkzeug.wrappers import Response
 
-from gateway.credentials import SessionCredential
 from gateway.errors import ProviderFailure, ProviderUnavailable, TokenInvalid
-from gateway.redis_client import translate_redis_errors
-from gateway.sessions import Session
+from gateway.redis.clients import translate_redis_errors
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Session
 from login_app.cookies import expire_binding_cookie, expire_session_cookie, parse_credential
 from login_app.login import redirect_target
 from login_app.metrics import LOGOUTS

@@ -21,7 +21,7 @@ import json
 
 import redis
 
-from gateway.redis_client import translate_redis_errors
+from gateway.redis.clients import translate_redis_errors
 
 # Long enough for a person on the provider's "log out?" confirmation page; past it the echo
 # ends everything, which is the safe side.

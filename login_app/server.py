@@ -10,7 +10,7 @@ from werkzeug.serving import make_server
 
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
-from gateway.metrics import serve_metrics
+from gateway.observability.metrics import serve_metrics
 from login_app import create_app
 from login_app.services import build_services, init_app
 

@@ -9,14 +9,14 @@ import redis
 from flask import Flask, current_app, request
 
 from gateway.config import GatewayConfig
-from gateway.credentials import SessionCredential
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
-from gateway.providers import ProviderClient
-from gateway.redis_client import sync_client
-from gateway.session_factory import session_codec
-from gateway.sessions import Session
-from gateway.store import SessionStore
+from gateway.providers.client import ProviderClient
+from gateway.redis.clients import sync_client
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import session_codec
+from gateway.sessions.model import Session
+from gateway.sessions.store import SessionStore
 from login_app.attempts import AttemptStore
 from login_app.availability import Availability
 from login_app.cookies import request_credential

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from gateway.credentials import SessionCredential
+from gateway.sessions.credentials import SessionCredential
 from soak import checks
 from soak.checks import API
 from soak.environment import SOAK_USERS

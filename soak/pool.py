@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import requests
 
-from gateway.credentials import SessionCredential
-from gateway.sessions import Identity, Session, TokenSet
-from gateway.store import SessionStore
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Identity, Session, TokenSet
+from gateway.sessions.store import SessionStore
 
 LOGIN = "login"  # made by a full browser login through both IdPs; its tokens refresh
 DIRECT = "direct"  # written straight into Redis with fixed tokens (`gateway session create`)

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from gateway.sessions import SessionCodec
+from gateway.sessions.model import SessionCodec
 
 # Keys that expire by design soon after their job is done (login attempts, refresh locks,
 # replay guards, CLI-login records and rate counters); everything else must be accounted for.

@@ -9,8 +9,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gateway.redis_client import sync_client
-from gateway.session_factory import session_codec, sync_store
+from gateway.redis.clients import sync_client
+from gateway.sessions.factory import session_codec, sync_store
 from soak.environment import Component, running_gateway
 from soak.lifecycle import REQUEST_TIMEOUT
 from soak.pool import DIRECT, LOGIN, SessionPool

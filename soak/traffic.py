@@ -22,9 +22,9 @@ from typing import Any
 import redis
 import requests
 
-from gateway.credentials import SessionCredential
-from gateway.sessions import Session, SessionCodec
-from gateway.store import SessionStore
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Session, SessionCodec
+from gateway.sessions.store import SessionStore
 from soak import checks
 from soak.checks import API, GITLAB, TokenRoute
 from soak.lifecycle import REQUEST_TIMEOUT, Lifecycle

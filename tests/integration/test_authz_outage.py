@@ -28,7 +28,7 @@ TOKEN = "primary-token-under-load"
 # Unauthenticated kinds: no credential at all, and a made-up provider token that must not
 # be taken for one.
 KINDS = ("session", "anonymous", "spoofed", "session")
-HEALTH_CHECK_INTERVAL = 1.0  # gateway/envoy_config.py _ext_authz_cluster, with several workers
+HEALTH_CHECK_INTERVAL = 1.0  # gateway/envoy/render.py _ext_authz_cluster, with several workers
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.credentials import SessionCredential
-from gateway.session_factory import sync_store
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration

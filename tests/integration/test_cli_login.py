@@ -25,12 +25,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from gateway.config import GatewayConfig
-from gateway.credentials import SessionCredential
 from gateway.device_client import DeviceLoginError, device_login
-from gateway.redis_client import sync_client
-from gateway.session_factory import sync_store
-from gateway.sessions import Identity, Session, TokenSet
-from gateway.store import new_session_times
+from gateway.redis.clients import sync_client
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
+from gateway.sessions.model import Identity, Session, TokenSet
+from gateway.sessions.store import new_session_times
 from login_app.cli_login import GRANT_TYPE
 from login_app.device_codes import GUESS_LIMIT, PollResult, device_id_for
 from login_app.device_store import DeviceCodeStore, DeviceRecord, device_codes
@@ -43,7 +43,10 @@ pytestmark = pytest.mark.integration
 JSON = {"Accept": "application/json"}
 # The dev IdPs know a second person, for an approval that logs in as someone else.
 IDP_USERS = [
-    "--user", "alice:alice:alice@example.org:Alice Ärger:admins+users", "--user", "bob:bob"
+    "--user",
+    "alice:alice:alice@example.org:Alice Ärger:admins+users",
+    "--user",
+    "bob:bob",
 ]
 
 
@@ -181,8 +184,9 @@ def expire_access_token(stack: Stack, credential: SessionCredential, provider: s
 
 def test_approval_logs_in_again_and_gives_the_cli_a_new_session(stack, terminal, approver):
     started = terminal.start()
-    assert re.fullmatch(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}",
-                        started["user_code"])
+    assert re.fullmatch(
+        r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}", started["user_code"]
+    )
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", started["device_code"])
     assert started["verification_uri"] == stack.url + "/auth/cli/approve"
     complete = urlsplit(started["verification_uri_complete"])
@@ -428,9 +432,7 @@ def cli_get(stack: Stack, credential: SessionCredential, path: str) -> requests.
     )
 
 
-def test_a_browser_logout_leaves_the_cli_sessions_it_approved_logged_in(
-    stack, terminal, approver
-):
+def test_a_browser_logout_leaves_the_cli_sessions_it_approved_logged_in(stack, terminal, approver):
     """The browser's logout ends the provider's session too (RP-initiated logout), and the
     provider answers with a back-channel logout for it: that one ends nothing more."""
     cli = approved_cli(terminal, approver)
@@ -671,8 +673,13 @@ class CliLogin:
         )
 
     def decide(
-        self, user: User, user_code: str, action: str = "approve", *,
-        csrf_token: str | None = None, headers: dict[str, str] | None = None,
+        self,
+        user: User,
+        user_code: str,
+        action: str = "approve",
+        *,
+        csrf_token: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         """Open the approval page, then press Approve (or Deny) as the page's form would."""
         if csrf_token is None:
@@ -826,8 +833,9 @@ def test_twenty_wrong_codes_from_one_client_then_429(cli, alice):
     # Once over the limit nothing is looked up, not even a right code...
     assert cli.approve_page(alice, started["user_code"]).status_code == 429
     # ...while a client behind another external address is unaffected.
-    other = cli.approve_page(alice, started["user_code"],
-                             **{"X-Gateway-Client-Address": "203.0.113.9"})
+    other = cli.approve_page(
+        alice, started["user_code"], **{"X-Gateway-Client-Address": "203.0.113.9"}
+    )
     assert other.status_code == 200
 
 

@@ -34,7 +34,7 @@ import yaml
 from deploy.render import ENVOY_BOOTSTRAP, GATEWAY_CONFIG, render
 from devtools.processes import ManagedProcess, free_port
 from gateway.config import GatewayConfig, Route, parse_config, provider_secret_variable
-from gateway.envoy_config import EXT_AUTHZ_ALLOWED_HEADERS
+from gateway.envoy.render import EXT_AUTHZ_ALLOWED_HEADERS
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from gateway.config import parse_config
-from gateway.envoy_config import SYSTEM_CA_BUNDLE, render_envoy_yaml
+from gateway.envoy.render import SYSTEM_CA_BUNDLE, render_envoy_yaml
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,8 @@ import pytest
 from ext_authz.decision import encode_identity_value, format_token
 from ext_authz.request import split_cookies
 from gateway.config import GatewayConfig, Route
-from gateway.credentials import SessionCredential
-from gateway.sessions import Identity
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Identity
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ import pytest
 import requests
 
 from gateway.config import Provider
-from gateway.credentials import SessionCredential
 from gateway.errors import ProviderRejected
-from gateway.providers import ProviderClient
-from gateway.session_factory import sync_store
+from gateway.providers.client import ProviderClient
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
 from tests.support.jupyterhub import JupyterHub, LoginRefused
 from tests.support.login import HTML, browser_login, follow, session_of
 from tests.support.servers import EchoBackend, RedisServer

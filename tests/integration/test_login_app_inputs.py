@@ -12,10 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from gateway.config import GatewayConfig
-from gateway.credentials import SessionCredential
-from gateway.session_factory import sync_store
-from gateway.sessions import Identity, Session
-from gateway.store import new_session_times
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
+from gateway.sessions.model import Identity, Session
+from gateway.sessions.store import new_session_times
 from login_app.device_codes import normalize_user_code
 from login_app.services import build_services, init_app
 from tests.support.login import HTML

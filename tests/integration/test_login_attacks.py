@@ -10,8 +10,8 @@ import requests
 
 from gateway.config import load_config
 from gateway.errors import TokenInvalid
-from gateway.providers import ProviderClient
-from gateway.redis_client import sync_client
+from gateway.providers.client import ProviderClient
+from gateway.redis.clients import sync_client
 from tests.support.dev_idp import submit_login_form
 from tests.support.login import HTML, browser_login, start_login
 from tests.support.servers import gateway_env

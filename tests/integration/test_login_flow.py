@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from gateway.session_factory import sync_store
+from gateway.sessions.factory import sync_store
 from tests.support.login import HTML, browser_login, follow, session_of, start_login
 from tests.support.stack import Stack
 

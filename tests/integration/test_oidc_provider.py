@@ -23,9 +23,9 @@ import pytest
 import requests
 from joserfc.jwk import RSAKey
 
-from gateway.credentials import SessionCredential
-from gateway.session_factory import sync_store
-from gateway.sessions import Session
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
+from gateway.sessions.model import Session
 from login_app.cli_login import GRANT_TYPE
 from tests.support.dev_idp import submit_login_form
 from tests.support.login import HTML

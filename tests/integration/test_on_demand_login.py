@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from gateway.credentials import SessionCredential
-from gateway.session_factory import sync_store
-from gateway.sessions import Identity, Session, TokenSet
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
+from gateway.sessions.model import Identity, Session, TokenSet
 from login_app.cli_login import GRANT_TYPE
 from login_app.login import LOOP_ROUNDS
 from tests.support.dev_idp import submit_login_form

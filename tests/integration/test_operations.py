@@ -13,8 +13,8 @@ import requests
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.credentials import SessionCredential
-from gateway.session_factory import sync_store
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
 from tests.support.checks import check, injected
 from tests.support.login import browser_login
 from tests.support.metrics import metrics, sample

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.credentials import SessionCredential
-from gateway.session_factory import sync_store
-from gateway.sessions import Session
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
+from gateway.sessions.model import Session
 from tests.support.dev_idp import DevIdp
 from tests.support.login import HTML, browser_login, follow
 from tests.support.metrics import metrics, sample

@@ -13,11 +13,11 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.credentials import SessionCredential
 from gateway.crypto import RecordCipher
-from gateway.redis_client import sync_client
-from gateway.session_factory import async_store, session_admin, session_codec, sync_store
-from gateway.sessions import TokenSet
+from gateway.redis.clients import sync_client
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import async_store, session_admin, session_codec, sync_store
+from gateway.sessions.model import TokenSet
 from login_app.attempts import AttemptStore, new_binding
 from login_app.device_codes import PollResult
 from login_app.device_store import DeviceCodeStore

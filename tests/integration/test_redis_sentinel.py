@@ -17,9 +17,9 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.credentials import SessionCredential
-from gateway.redis_client import MASTER_CHECK_SECONDS
-from gateway.session_factory import async_store, session_codec, sync_store
+from gateway.redis.clients import MASTER_CHECK_SECONDS
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import async_store, session_codec, sync_store
 from tests.support.redis_topologies import SentinelGroup
 from tests.support.servers import EchoBackend
 from tests.support.stack import Stack, api_get, start_stack_on

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import requests
 
-from gateway.credentials import SessionCredential
+from gateway.sessions.credentials import SessionCredential
 from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration

@@ -7,11 +7,11 @@ import base64
 import pytest
 import requests
 
-from gateway.credentials import SessionCredential
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
-from gateway.redis_client import sync_client
-from gateway.session_factory import session_codec, sync_store
+from gateway.redis.clients import sync_client
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import session_codec, sync_store
 from tests.support.servers import TEST_SECRET
 from tests.support.stack import Stack
 

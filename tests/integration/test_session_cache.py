@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from gateway.credentials import SessionCredential
-from gateway.redis_client import sync_client
-from gateway.session_factory import sync_store
+from gateway.redis.clients import sync_client
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
 from tests.support.servers import EchoBackend, RedisServer
 from tests.support.stack import Stack, api_get, start_stack
 

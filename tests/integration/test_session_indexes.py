@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.credentials import SessionCredential
-from gateway.redis_client import sync_client
-from gateway.session_factory import session_admin, session_codec, sync_store
-from gateway.sessions import Identity, Session
+from gateway.redis.clients import sync_client
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import session_admin, session_codec, sync_store
+from gateway.sessions.model import Identity, Session
 from tests.support.servers import RedisServer, base_config, gateway_env
 
 pytestmark = pytest.mark.integration

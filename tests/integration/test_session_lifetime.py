@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.credentials import SessionCredential
-from gateway.redis_client import sync_client
+from gateway.redis.clients import sync_client
+from gateway.sessions.credentials import SessionCredential
 from tests.support.servers import EchoBackend, RedisServer, gateway_env
 from tests.support.stack import Stack, api_get, start_stack
 
@@ -112,7 +112,7 @@ def test_operators_list_and_revoke_sessions_and_every_replica_honours_it(stack):
 
 
 def test_a_users_index_forgets_sessions_past_their_lifetime(stack):
-    from gateway.session_factory import session_codec
+    from gateway.sessions.factory import session_codec
 
     for _ in range(3):
         stack.create_session("dave", tokens={"primary": "tok"}, lifetime=1)

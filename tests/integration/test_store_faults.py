@@ -11,7 +11,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.credentials import SessionCredential
+from gateway.sessions.credentials import SessionCredential
 from tests.support.servers import EchoBackend, ExtAuthzServer, RedisServer
 from tests.support.stack import Stack, start_stack
 
@@ -122,6 +122,7 @@ def test_sigterm_lets_in_flight_checks_finish(tmp_path, own_redis, echo_backend)
     stack = start_stack(tmp_path, own_redis, echo_backend)
     stack.stop()
     server = ExtAuthzServer(stack.config_path).start()
+
     def check_request(cookie: str) -> external_auth_pb2.CheckRequest:
         request = external_auth_pb2.CheckRequest()
         http = request.attributes.request.http

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 
 from gateway.config import parse_config
-from gateway.credentials import SessionCredential
-from gateway.session_factory import async_store, sync_store
-from gateway.sessions import Identity, Session, TokenSet
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import async_store, sync_store
+from gateway.sessions.model import Identity, Session, TokenSet
 from tests.support.servers import base_config, gateway_env
 
 pytestmark = pytest.mark.integration

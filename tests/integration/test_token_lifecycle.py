@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.credentials import SessionCredential
-from gateway.redis_client import sync_client
-from gateway.session_factory import session_codec, sync_store
-from gateway.sessions import Session
+from gateway.redis.clients import sync_client
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import session_codec, sync_store
+from gateway.sessions.model import Session
 from tests.support.checks import check, injected
 from tests.support.login import browser_login
 from tests.support.servers import EchoBackend, RedisServer
@@ -187,9 +187,7 @@ def refused_refreshes(stack: Stack, provider: str, error: str = "invalid_scope")
     return stack.idps[provider].stats()["token_requests"].get("refresh_token", {}).get(error, 0)
 
 
-def test_a_refused_refresh_is_not_retried_per_request_and_ends_in_a_login_not_503(
-    stack, logged_in
-):
+def test_a_refused_refresh_is_not_retried_per_request_and_ends_in_a_login_not_503(stack, logged_in):
     _, credential = logged_in
     headers = {**JSON, "Cookie": cookie(stack, credential)}
     before = refused_refreshes(stack, "primary")

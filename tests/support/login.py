@@ -8,9 +8,9 @@ from urllib.parse import urljoin
 
 import requests
 
-from gateway.credentials import SessionCredential
-from gateway.session_factory import sync_store
-from gateway.sessions import Session
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
+from gateway.sessions.model import Session
 from tests.support.dev_idp import submit_login_form
 from tests.support.stack import Stack
 

@@ -11,7 +11,7 @@ import redis
 from flask import Flask
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.redis_client import sync_client
+from gateway.redis.clients import sync_client
 from login_app import create_app
 from tests.support.servers import TEST_SECRET, RedisServer, base_config
 

@@ -14,9 +14,7 @@ def sample(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
         series, _, value = line.rpartition(" ")
         metric, _, rest = series.partition("{")
-        found = dict(
-            pair.split("=", 1) for pair in rest.rstrip("}").split(",") if "=" in pair
-        )
+        found = dict(pair.split("=", 1) for pair in rest.rstrip("}").split(",") if "=" in pair)
         if metric == name and {k: v.strip('"') for k, v in found.items()} == labels:
             return float(value)
     return 0.0

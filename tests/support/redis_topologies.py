@@ -66,7 +66,9 @@ class SentinelGroup:
                 directory / "replica",
                 replica,
                 *auth,
-                "--replicaof", "127.0.0.1", str(master),
+                "--replicaof",
+                "127.0.0.1",
+                str(master),
             ),  # fmt: skip
         }
         quorum = sentinels // 2 + 1
@@ -200,9 +202,12 @@ class RedisCluster3:
                 f"redis-cluster-{port}",
                 directory / f"node-{port}",
                 port,
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
             )  # fmt: skip
             for port in self.ports
         ]

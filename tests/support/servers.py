@@ -121,7 +121,7 @@ class EnvoyServer:
 
     def start(self) -> EnvoyServer:
         from gateway.config import load_config
-        from gateway.envoy_config import render_envoy_yaml
+        from gateway.envoy.render import render_envoy_yaml
 
         config = load_config(self.config_path, gateway_env())
         self.port = config.envoy.listen_port

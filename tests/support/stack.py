@@ -11,9 +11,9 @@ from typing import Any
 import requests
 
 from gateway.config import GatewayConfig, load_config, provider_secret_variable
-from gateway.credentials import SessionCredential
-from gateway.session_factory import sync_store
-from gateway.sessions import Identity, Session, TokenSet
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import sync_store
+from gateway.sessions.model import Identity, Session, TokenSet
 from tests.support.dev_idp import DevIdp, start_dev_idp
 from tests.support.redis_topologies import RedisCluster3, SentinelGroup
 from tests.support.servers import (

@@ -11,9 +11,9 @@ from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decider, Decision, Deny, Lookup
 from ext_authz.request import CheckRequest
 from gateway.config import GatewayConfig, parse_config
-from gateway.credentials import SessionCredential
 from gateway.errors import SessionInvalid, StoreUnavailable
-from gateway.sessions import Identity, Session, TokenSet
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Identity, Session, TokenSet
 
 PUBLIC_URL = "http://gateway.test:8080"
 COOKIE = "gw_session"
@@ -109,17 +109,13 @@ def test_an_unreadable_record_becomes_invalid_session(
     assert "set-cookie" in dict(decision.headers)
 
 
-def test_no_record_becomes_unknown_session(
-    decider: Decider, credential: SessionCredential
-) -> None:
+def test_no_record_becomes_unknown_session(decider: Decider, credential: SessionCredential) -> None:
     decision = check(decider, FakeSessionSource(None), with_cookie(credential))
     assert isinstance(decision, Deny)
     assert (decision.status, decision.reason) == (401, Lookup.UNKNOWN)
 
 
-def test_the_injected_clock_decides_expiry(
-    decider: Decider, credential: SessionCredential
-) -> None:
+def test_the_injected_clock_decides_expiry(decider: Decider, credential: SessionCredential) -> None:
     source = FakeSessionSource(live_session(expires_at=NOW))
     decision = check(decider, source, with_cookie(credential))
     assert isinstance(decision, Deny) and decision.reason == "session_expired"
@@ -136,22 +132,59 @@ def test_an_unexpected_error_from_the_source_propagates_to_the_servicer(
 @pytest.mark.parametrize(
     ("request_", "status"),
     [
-        pytest.param(CheckRequest("OPTIONS", "/api/x", {
-            "cookie": f"{COOKIE}={SessionCredential.generate().encode()}",
-            "origin": PUBLIC_URL, "access-control-request-method": "PUT"}, "api"),
-            None, id="cors-preflight"),
+        pytest.param(
+            CheckRequest(
+                "OPTIONS",
+                "/api/x",
+                {
+                    "cookie": f"{COOKIE}={SessionCredential.generate().encode()}",
+                    "origin": PUBLIC_URL,
+                    "access-control-request-method": "PUT",
+                },
+                "api",
+            ),
+            None,
+            id="cors-preflight",
+        ),
         pytest.param(CheckRequest("GET", "/api/x", {}, "api"), 401, id="no-credential"),
-        pytest.param(CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage"}, "api"), 401,
-                     id="garbled-cookie"),
-        pytest.param(CheckRequest("POST", "/api/x", {
-            "cookie": f"{COOKIE}={SessionCredential.generate().encode()}",
-            "origin": "https://evil.example"}, "api"), 403, id="csrf-refusal"),
-        pytest.param(CheckRequest("GET", "/status", {
-            "cookie": f"{COOKIE}={SessionCredential.generate().encode()}"}, "status"),
-            None, id="public-route"),
-        pytest.param(CheckRequest("GET", "/api/x", {
-            "cookie": f"{COOKIE}={SessionCredential.generate().encode()}"}, "nope"),
-            403, id="unknown-route"),
+        pytest.param(
+            CheckRequest("GET", "/api/x", {"cookie": f"{COOKIE}=garbage"}, "api"),
+            401,
+            id="garbled-cookie",
+        ),
+        pytest.param(
+            CheckRequest(
+                "POST",
+                "/api/x",
+                {
+                    "cookie": f"{COOKIE}={SessionCredential.generate().encode()}",
+                    "origin": "https://evil.example",
+                },
+                "api",
+            ),
+            403,
+            id="csrf-refusal",
+        ),
+        pytest.param(
+            CheckRequest(
+                "GET",
+                "/status",
+                {"cookie": f"{COOKIE}={SessionCredential.generate().encode()}"},
+                "status",
+            ),
+            None,
+            id="public-route",
+        ),
+        pytest.param(
+            CheckRequest(
+                "GET",
+                "/api/x",
+                {"cookie": f"{COOKIE}={SessionCredential.generate().encode()}"},
+                "nope",
+            ),
+            403,
+            id="unknown-route",
+        ),
     ],
 )
 def test_no_lookup_happens_when_the_answer_needs_no_session(

@@ -17,7 +17,7 @@ from gateway.cli import (
     main,
 )
 from gateway.config import parse_config, provider_secret_variable
-from gateway.config_reference import readme_block, render_reference
+from gateway.config.reference import readme_block, render_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"GATEWAY_SECRET_KEYS": "k" * 40}

@@ -27,16 +27,30 @@ _VALID: dict[str, Any] = {
     "session": {"cookie_name": "gw_session", "absolute_lifetime": "1h", "idle_timeout": "30m"},
     "providers": [
         {"id": "primary", "kind": "oidc", "issuer": "https://idp.test", "client_id": "gw"},
-        {"id": "gitlab", "kind": "oauth2", "authorize_url": "https://gitlab.test/authorize",
-         "token_url": "https://gitlab.test/token", "client_id": "gw"},
+        {
+            "id": "gitlab",
+            "kind": "oauth2",
+            "authorize_url": "https://gitlab.test/authorize",
+            "token_url": "https://gitlab.test/token",
+            "client_id": "gw",
+        },
     ],
     "routes": [
-        {"name": "api", "prefix": "/api/", "upstream": "http://backend.test",
-         "provider": "primary", "identity_headers": True},
-        {"name": "gitlab", "prefix": "/gitlab/", "upstream": "http://backend.test",
-         "provider": "gitlab", "token_format": "private_token"},
-        {"name": "status", "prefix": "/status", "upstream": "http://backend.test",
-         "public": True},
+        {
+            "name": "api",
+            "prefix": "/api/",
+            "upstream": "http://backend.test",
+            "provider": "primary",
+            "identity_headers": True,
+        },
+        {
+            "name": "gitlab",
+            "prefix": "/gitlab/",
+            "upstream": "http://backend.test",
+            "provider": "gitlab",
+            "token_format": "private_token",
+        },
+        {"name": "status", "prefix": "/status", "upstream": "http://backend.test", "public": True},
     ],
 }
 
@@ -70,8 +84,14 @@ def changed(changes: dict[str, Any]) -> dict[str, Any]:
 
 DELETE = object()
 ROUTE = {"name": "extra", "prefix": "/extra/", "upstream": "http://backend.test"}
-ON_DEMAND = {"id": "hub", "kind": "oauth2", "authorize_url": "https://hub.test/authorize",
-             "token_url": "https://hub.test/token", "client_id": "gw", "login_sequence": False}
+ON_DEMAND = {
+    "id": "hub",
+    "kind": "oauth2",
+    "authorize_url": "https://hub.test/authorize",
+    "token_url": "https://hub.test/token",
+    "client_id": "gw",
+    "login_sequence": False,
+}
 
 
 # ---- invalid configurations ----------------------------------------------------------------
@@ -81,123 +101,296 @@ ON_DEMAND = {"id": "hub", "kind": "oauth2", "authorize_url": "https://hub.test/a
     ("changes", "environ", "key_path"),
     [
         pytest.param({}, {}, "session.secret_keys", id="missing-secret-keys"),
-        pytest.param({}, {"GATEWAY_SECRET_KEYS": "too-short"}, "session.secret_keys",
-                     id="short-secret-key"),
-        pytest.param({}, {"GATEWAY_SECRET_KEYS": f"{SECRET},short"}, "session.secret_keys",
-                     id="one-short-secret-among-good-ones"),
-        pytest.param({}, {"GATEWAY_SECRET_KEYS": " , ,"}, "session.secret_keys",
-                     id="secret-keys-only-separators"),
+        pytest.param(
+            {}, {"GATEWAY_SECRET_KEYS": "too-short"}, "session.secret_keys", id="short-secret-key"
+        ),
+        pytest.param(
+            {},
+            {"GATEWAY_SECRET_KEYS": f"{SECRET},short"},
+            "session.secret_keys",
+            id="one-short-secret-among-good-ones",
+        ),
+        pytest.param(
+            {},
+            {"GATEWAY_SECRET_KEYS": " , ,"},
+            "session.secret_keys",
+            id="secret-keys-only-separators",
+        ),
         pytest.param({"session": DELETE}, {}, "session", id="missing-session-section"),
-        pytest.param({"public_url": "ftp://gateway.test"}, SECRETS, "public_url",
-                     id="public-url-not-http"),
-        pytest.param({"public_url": "gateway.test:8080"}, SECRETS, "public_url",
-                     id="public-url-without-scheme"),
-        pytest.param({"public_url": "http://gateway.test/app"}, SECRETS, "public_url",
-                     id="public-url-with-path"),
-        pytest.param({"public_url": "http://gateway.test/?x=1"}, SECRETS, "public_url",
-                     id="public-url-with-query"),
-        pytest.param({"public_url": "http://user:pw@gateway.test"}, SECRETS, "public_url",
-                     id="public-url-with-credentials"),
+        pytest.param(
+            {"public_url": "ftp://gateway.test"}, SECRETS, "public_url", id="public-url-not-http"
+        ),
+        pytest.param(
+            {"public_url": "gateway.test:8080"},
+            SECRETS,
+            "public_url",
+            id="public-url-without-scheme",
+        ),
+        pytest.param(
+            {"public_url": "http://gateway.test/app"},
+            SECRETS,
+            "public_url",
+            id="public-url-with-path",
+        ),
+        pytest.param(
+            {"public_url": "http://gateway.test/?x=1"},
+            SECRETS,
+            "public_url",
+            id="public-url-with-query",
+        ),
+        pytest.param(
+            {"public_url": "http://user:pw@gateway.test"},
+            SECRETS,
+            "public_url",
+            id="public-url-with-credentials",
+        ),
         pytest.param({"public_url": DELETE}, SECRETS, "public_url", id="public-url-missing"),
-        pytest.param({"routes[0].provider": "nope"}, SECRETS, "routes[0].provider",
-                     id="route-with-unknown-provider"),
-        pytest.param({"routes[1].prefix": "/api/"}, SECRETS, "routes",
-                     id="duplicate-route-prefixes"),
+        pytest.param(
+            {"routes[0].provider": "nope"},
+            SECRETS,
+            "routes[0].provider",
+            id="route-with-unknown-provider",
+        ),
+        pytest.param(
+            {"routes[1].prefix": "/api/"}, SECRETS, "routes", id="duplicate-route-prefixes"
+        ),
         pytest.param({"routes[1].name": "api"}, SECRETS, "routes", id="duplicate-route-names"),
-        pytest.param({"providers[1].id": "primary"}, SECRETS, "providers",
-                     id="duplicate-provider-ids"),
-        pytest.param({"routes[0].prefix": "api/"}, SECRETS, "routes[0].prefix",
-                     id="prefix-without-leading-slash"),
+        pytest.param(
+            {"providers[1].id": "primary"}, SECRETS, "providers", id="duplicate-provider-ids"
+        ),
+        pytest.param(
+            {"routes[0].prefix": "api/"},
+            SECRETS,
+            "routes[0].prefix",
+            id="prefix-without-leading-slash",
+        ),
         pytest.param({"routes[0].prefix": ""}, SECRETS, "routes[0].prefix", id="empty-prefix"),
-        pytest.param({"routes[0].prefix": "/api/../admin/"}, SECRETS, "routes[0].prefix",
-                     id="prefix-with-dot-dot-segment"),
-        pytest.param({"routes[0].prefix": "/api/.."}, SECRETS, "routes[0].prefix",
-                     id="prefix-ending-in-dot-dot"),
-        pytest.param({"routes[0].prefix": "/./api/"}, SECRETS, "routes[0].prefix",
-                     id="prefix-with-dot-segment"),
-        pytest.param({"routes[0].prefix": "/api//v1/"}, SECRETS, "routes[0].prefix",
-                     id="prefix-with-double-slash"),
-        pytest.param({"routes[0].prefix": "/api/%2e%2e/"}, SECRETS, "routes[0].prefix",
-                     id="prefix-with-percent-encoding"),
-        pytest.param({"routes[0].prefix": "/api?x"}, SECRETS, "routes[0].prefix",
-                     id="prefix-with-query"),
-        pytest.param({"routes[0].prefix": "/auth/"}, SECRETS, "routes[0].prefix",
-                     id="prefix-is-the-login-app"),
-        pytest.param({"routes[0].prefix": "/auth"}, SECRETS, "routes[0].prefix",
-                     id="prefix-is-the-login-app-without-slash"),
-        pytest.param({"routes[0].prefix": "/auth/admin/"}, SECRETS, "routes[0].prefix",
-                     id="prefix-under-the-login-app"),
-        pytest.param({"routes[2].provider": "primary"}, SECRETS, "routes[2]",
-                     id="public-route-with-provider"),
-        pytest.param({"routes[2].anonymous": True}, SECRETS, "routes[2]",
-                     id="public-route-marked-anonymous"),
-        pytest.param({"routes[2].identity_headers": True}, SECRETS, "routes[2]",
-                     id="public-route-with-identity-headers"),
-        pytest.param({"routes[0].name": "API"}, SECRETS, "routes[0].name",
-                     id="route-name-upper-case"),
-        pytest.param({"routes[0].upstream": "http://backend.test/base"}, SECRETS,
-                     "routes[0].upstream", id="upstream-with-path"),
-        pytest.param({"routes[0].token_format": "cookie"}, SECRETS, "routes[0].token_format",
-                     id="unknown-token-format"),
-        pytest.param({"routes[0].bogus": 1}, SECRETS, "routes[0].bogus",
-                     id="unknown-route-key"),
+        pytest.param(
+            {"routes[0].prefix": "/api/../admin/"},
+            SECRETS,
+            "routes[0].prefix",
+            id="prefix-with-dot-dot-segment",
+        ),
+        pytest.param(
+            {"routes[0].prefix": "/api/.."},
+            SECRETS,
+            "routes[0].prefix",
+            id="prefix-ending-in-dot-dot",
+        ),
+        pytest.param(
+            {"routes[0].prefix": "/./api/"},
+            SECRETS,
+            "routes[0].prefix",
+            id="prefix-with-dot-segment",
+        ),
+        pytest.param(
+            {"routes[0].prefix": "/api//v1/"},
+            SECRETS,
+            "routes[0].prefix",
+            id="prefix-with-double-slash",
+        ),
+        pytest.param(
+            {"routes[0].prefix": "/api/%2e%2e/"},
+            SECRETS,
+            "routes[0].prefix",
+            id="prefix-with-percent-encoding",
+        ),
+        pytest.param(
+            {"routes[0].prefix": "/api?x"}, SECRETS, "routes[0].prefix", id="prefix-with-query"
+        ),
+        pytest.param(
+            {"routes[0].prefix": "/auth/"},
+            SECRETS,
+            "routes[0].prefix",
+            id="prefix-is-the-login-app",
+        ),
+        pytest.param(
+            {"routes[0].prefix": "/auth"},
+            SECRETS,
+            "routes[0].prefix",
+            id="prefix-is-the-login-app-without-slash",
+        ),
+        pytest.param(
+            {"routes[0].prefix": "/auth/admin/"},
+            SECRETS,
+            "routes[0].prefix",
+            id="prefix-under-the-login-app",
+        ),
+        pytest.param(
+            {"routes[2].provider": "primary"}, SECRETS, "routes[2]", id="public-route-with-provider"
+        ),
+        pytest.param(
+            {"routes[2].anonymous": True}, SECRETS, "routes[2]", id="public-route-marked-anonymous"
+        ),
+        pytest.param(
+            {"routes[2].identity_headers": True},
+            SECRETS,
+            "routes[2]",
+            id="public-route-with-identity-headers",
+        ),
+        pytest.param(
+            {"routes[0].name": "API"}, SECRETS, "routes[0].name", id="route-name-upper-case"
+        ),
+        pytest.param(
+            {"routes[0].upstream": "http://backend.test/base"},
+            SECRETS,
+            "routes[0].upstream",
+            id="upstream-with-path",
+        ),
+        pytest.param(
+            {"routes[0].token_format": "cookie"},
+            SECRETS,
+            "routes[0].token_format",
+            id="unknown-token-format",
+        ),
+        pytest.param({"routes[0].bogus": 1}, SECRETS, "routes[0].bogus", id="unknown-route-key"),
         pytest.param({"routes": []}, SECRETS, "routes", id="no-routes"),
-        pytest.param({"providers[0].issuer": DELETE}, SECRETS, "providers[0]",
-                     id="oidc-provider-without-issuer"),
-        pytest.param({"providers[1].token_url": DELETE}, SECRETS, "providers[1]",
-                     id="oauth2-provider-without-token-url"),
-        pytest.param({"providers[0].issuer": "http://idp.test"}, SECRETS, "providers[0].issuer",
-                     id="provider-url-plain-http-off-loopback"),
-        pytest.param({"providers[0].kind": "saml"}, SECRETS, "providers[0].kind",
-                     id="unknown-provider-kind"),
-        pytest.param({"providers[0].id": "Primary IdP"}, SECRETS, "providers[0].id",
-                     id="provider-id-with-space"),
-        pytest.param({"session.idle_timeout": "5 minutes"}, SECRETS, "session.idle_timeout",
-                     id="duration-in-words"),
-        pytest.param({"session.idle_timeout": "-5s"}, SECRETS, "session.idle_timeout",
-                     id="negative-duration-string"),
-        pytest.param({"session.idle_timeout": 0}, SECRETS, "session.idle_timeout",
-                     id="zero-duration"),
-        pytest.param({"session.idle_timeout": True}, SECRETS, "session.idle_timeout",
-                     id="boolean-duration"),
-        pytest.param({"session.idle_timeout": "2w"}, SECRETS, "session.idle_timeout",
-                     id="duration-unknown-unit"),
-        pytest.param({"providers[0].token_max_lifetime": "soon"}, SECRETS,
-                     "providers[0].token_max_lifetime", id="optional-duration-invalid"),
-        pytest.param({"session.idle_timeout": "2h"}, SECRETS, "session",
-                     id="idle-timeout-longer-than-absolute-lifetime"),
-        pytest.param({"session.cookie_name": "__Host-gw"}, SECRETS, "session.cookie_name",
-                     id="cookie-name-with-prefix"),
-        pytest.param({"session.cookie_name": "gw session"}, SECRETS, "session.cookie_name",
-                     id="cookie-name-with-space"),
-        pytest.param({"identity_headers": {"name": "Cookie"}}, SECRETS, "identity_headers.name",
-                     id="identity-header-is-reserved"),
-        pytest.param({"redis": {"url": "http://redis.test"}}, SECRETS, "redis.url",
-                     id="redis-url-not-redis"),
-        pytest.param({"ext_authz": {"allowed_origins": ["https://app.test/path"]}}, SECRETS,
-                     "ext_authz.allowed_origins", id="allowed-origin-with-path"),
-        pytest.param({"envoy": {"listen_port": 70000}}, SECRETS, "envoy.listen_port",
-                     id="port-out-of-range"),
+        pytest.param(
+            {"providers[0].issuer": DELETE},
+            SECRETS,
+            "providers[0]",
+            id="oidc-provider-without-issuer",
+        ),
+        pytest.param(
+            {"providers[1].token_url": DELETE},
+            SECRETS,
+            "providers[1]",
+            id="oauth2-provider-without-token-url",
+        ),
+        pytest.param(
+            {"providers[0].issuer": "http://idp.test"},
+            SECRETS,
+            "providers[0].issuer",
+            id="provider-url-plain-http-off-loopback",
+        ),
+        pytest.param(
+            {"providers[0].kind": "saml"}, SECRETS, "providers[0].kind", id="unknown-provider-kind"
+        ),
+        pytest.param(
+            {"providers[0].id": "Primary IdP"},
+            SECRETS,
+            "providers[0].id",
+            id="provider-id-with-space",
+        ),
+        pytest.param(
+            {"session.idle_timeout": "5 minutes"},
+            SECRETS,
+            "session.idle_timeout",
+            id="duration-in-words",
+        ),
+        pytest.param(
+            {"session.idle_timeout": "-5s"},
+            SECRETS,
+            "session.idle_timeout",
+            id="negative-duration-string",
+        ),
+        pytest.param(
+            {"session.idle_timeout": 0}, SECRETS, "session.idle_timeout", id="zero-duration"
+        ),
+        pytest.param(
+            {"session.idle_timeout": True}, SECRETS, "session.idle_timeout", id="boolean-duration"
+        ),
+        pytest.param(
+            {"session.idle_timeout": "2w"},
+            SECRETS,
+            "session.idle_timeout",
+            id="duration-unknown-unit",
+        ),
+        pytest.param(
+            {"providers[0].token_max_lifetime": "soon"},
+            SECRETS,
+            "providers[0].token_max_lifetime",
+            id="optional-duration-invalid",
+        ),
+        pytest.param(
+            {"session.idle_timeout": "2h"},
+            SECRETS,
+            "session",
+            id="idle-timeout-longer-than-absolute-lifetime",
+        ),
+        pytest.param(
+            {"session.cookie_name": "__Host-gw"},
+            SECRETS,
+            "session.cookie_name",
+            id="cookie-name-with-prefix",
+        ),
+        pytest.param(
+            {"session.cookie_name": "gw session"},
+            SECRETS,
+            "session.cookie_name",
+            id="cookie-name-with-space",
+        ),
+        pytest.param(
+            {"identity_headers": {"name": "Cookie"}},
+            SECRETS,
+            "identity_headers.name",
+            id="identity-header-is-reserved",
+        ),
+        pytest.param(
+            {"redis": {"url": "http://redis.test"}}, SECRETS, "redis.url", id="redis-url-not-redis"
+        ),
+        pytest.param(
+            {"ext_authz": {"allowed_origins": ["https://app.test/path"]}},
+            SECRETS,
+            "ext_authz.allowed_origins",
+            id="allowed-origin-with-path",
+        ),
+        pytest.param(
+            {"envoy": {"listen_port": 70000}}, SECRETS, "envoy.listen_port", id="port-out-of-range"
+        ),
         pytest.param({"log_level": "verbose"}, SECRETS, "log_level", id="unknown-log-level"),
-        pytest.param({"session.idle_timeout": 10**400}, SECRETS, "session.idle_timeout",
-                     id="duration-too-large-for-a-float"),
-        pytest.param({"ext_authz": {"listen": "127.0.0.1:0", "workers": 2}}, SECRETS,
-                     "ext_authz", id="several-workers-on-port-0"),
-        pytest.param({"ext_authz": {"listen": "127.0.0.1:65535", "workers": 2}}, SECRETS,
-                     "ext_authz", id="worker-ports-past-65535"),
-        pytest.param({"login_app": {"listen": "localhost"}}, SECRETS, "login_app.listen",
-                     id="login-app-listen-without-port"),
+        pytest.param(
+            {"session.idle_timeout": 10**400},
+            SECRETS,
+            "session.idle_timeout",
+            id="duration-too-large-for-a-float",
+        ),
+        pytest.param(
+            {"ext_authz": {"listen": "127.0.0.1:0", "workers": 2}},
+            SECRETS,
+            "ext_authz",
+            id="several-workers-on-port-0",
+        ),
+        pytest.param(
+            {"ext_authz": {"listen": "127.0.0.1:65535", "workers": 2}},
+            SECRETS,
+            "ext_authz",
+            id="worker-ports-past-65535",
+        ),
+        pytest.param(
+            {"login_app": {"listen": "localhost"}},
+            SECRETS,
+            "login_app.listen",
+            id="login-app-listen-without-port",
+        ),
         pytest.param({"bogus": 1}, SECRETS, "bogus", id="unknown-top-level-key"),
-        pytest.param({"providers[0].login_sequence": False}, SECRETS,
-                     "providers[0].login_sequence", id="primary-outside-the-login-sequence"),
-        pytest.param({"providers[0].optional": True}, SECRETS, "providers[0].optional",
-                     id="optional-primary"),
-        pytest.param({"providers[1].login_sequence": False, "providers[1].optional": True},
-                     SECRETS, "providers[1].optional", id="optional-on-demand-provider"),
-        pytest.param({"providers[2]": {**ON_DEMAND, "id": "unused"}}, SECRETS,
-                     "providers[2].login_sequence", id="on-demand-provider-no-route-needs"),
-        pytest.param({"providers[1].optional": "sometimes"}, SECRETS, "providers[1].optional",
-                     id="optional-not-a-bool"),
+        pytest.param(
+            {"providers[0].login_sequence": False},
+            SECRETS,
+            "providers[0].login_sequence",
+            id="primary-outside-the-login-sequence",
+        ),
+        pytest.param(
+            {"providers[0].optional": True}, SECRETS, "providers[0].optional", id="optional-primary"
+        ),
+        pytest.param(
+            {"providers[1].login_sequence": False, "providers[1].optional": True},
+            SECRETS,
+            "providers[1].optional",
+            id="optional-on-demand-provider",
+        ),
+        pytest.param(
+            {"providers[2]": {**ON_DEMAND, "id": "unused"}},
+            SECRETS,
+            "providers[2].login_sequence",
+            id="on-demand-provider-no-route-needs",
+        ),
+        pytest.param(
+            {"providers[1].optional": "sometimes"},
+            SECRETS,
+            "providers[1].optional",
+            id="optional-not-a-bool",
+        ),
     ],
 )
 def test_an_invalid_config_fails_naming_the_key(
@@ -229,10 +422,10 @@ def test_providers_outside_the_sequence_are_logged_in_on_demand_and_others_may_b
     ("changes", "key_path"),
     [
         pytest.param({"routes[1].name": "api"}, "routes[1].name", id="duplicate-route-name"),
-        pytest.param({"routes[1].prefix": "/api/"}, "routes[1].prefix",
-                     id="duplicate-route-prefix"),
-        pytest.param({"providers[1].id": "primary"}, "providers[1].id",
-                     id="duplicate-provider-id"),
+        pytest.param(
+            {"routes[1].prefix": "/api/"}, "routes[1].prefix", id="duplicate-route-prefix"
+        ),
+        pytest.param({"providers[1].id": "primary"}, "providers[1].id", id="duplicate-provider-id"),
     ],
 )
 def test_a_duplicate_is_reported_at_the_key_path_of_the_second_occurrence(
@@ -372,8 +565,13 @@ def test_the_public_url_loses_its_trailing_slash_and_its_origin_is_lower_case() 
 def test_managed_headers_cover_tokens_and_identity_in_lower_case() -> None:
     data = changed({"identity_headers": {"user_id": "X-Remote-User"}})
     managed = parse_config(data, SECRETS).managed_headers()
-    assert {"authorization", "private-token", "x-remote-user", "x-gateway-user-email",
-            "x-gateway-user-name"} == set(managed)
+    assert {
+        "authorization",
+        "private-token",
+        "x-remote-user",
+        "x-gateway-user-email",
+        "x-gateway-user-name",
+    } == set(managed)
 
 
 def test_parse_config_leaves_the_callers_data_unchanged() -> None:
@@ -431,8 +629,10 @@ def test_load_config_on_an_unusable_file_is_a_config_error(
     "environ",
     [
         pytest.param({"GATEWAY_SECRET_KEYS": "hunter2-short"}, id="short-secret-key"),
-        pytest.param({**SECRETS, "GATEWAY_REDIS_URL": "http://:hunter2@redis.test"},
-                     id="redis-url-with-password"),
+        pytest.param(
+            {**SECRETS, "GATEWAY_REDIS_URL": "http://:hunter2@redis.test"},
+            id="redis-url-with-password",
+        ),
     ],
 )
 def test_a_config_error_never_echoes_a_secret(environ: dict[str, str]) -> None:

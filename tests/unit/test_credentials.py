@@ -7,13 +7,13 @@ import hashlib
 
 import pytest
 
-from gateway.credentials import (
+from gateway.errors import CredentialError
+from gateway.sessions.credentials import (
     ENCODED_LENGTH,
     PREFIX,
     SessionCredential,
     looks_like_credential,
 )
-from gateway.errors import CredentialError
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -80,10 +80,14 @@ def _replace_part(index: int, new: str) -> str:
         pytest.param(_replace_part(1, "/" + b64(b"\x02" * 32)[1:]), id="standard-base64-slash"),
         pytest.param(_replace_part(0, "é" + b64(b"\x01" * 32)[1:]), id="non-ascii"),
         pytest.param(_replace_part(1, " " + b64(b"\x02" * 32)[1:]), id="space"),
-        pytest.param(_replace_part(0, with_non_canonical_last_character(b64(b"\x01" * 32))),
-                     id="non-canonical-trailing-bits-in-id"),
-        pytest.param(_replace_part(1, with_non_canonical_last_character(b64(b"\x02" * 32))),
-                     id="non-canonical-trailing-bits-in-secret"),
+        pytest.param(
+            _replace_part(0, with_non_canonical_last_character(b64(b"\x01" * 32))),
+            id="non-canonical-trailing-bits-in-id",
+        ),
+        pytest.param(
+            _replace_part(1, with_non_canonical_last_character(b64(b"\x02" * 32))),
+            id="non-canonical-trailing-bits-in-secret",
+        ),
         pytest.param(_valid()[:-2] + "\r\n", id="crlf"),
     ],
 )

@@ -13,8 +13,8 @@ from ext_authz import decision as decision_module
 from ext_authz.decision import Allow, Decider, Decision, Deny, Lookup, SessionNeeded
 from ext_authz.request import CheckRequest, CredentialSource
 from gateway.config import GatewayConfig, parse_config
-from gateway.credentials import SessionCredential
-from gateway.sessions import Identity, Session, TokenSet
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Identity, Session, TokenSet
 
 PUBLIC_URL = "http://gateway.test:8080"
 HTTPS_PUBLIC_URL = "https://gateway.example"
@@ -604,7 +604,8 @@ def test_a_cors_preflight_is_allowed_without_a_lookup(
 
 def test_a_preflight_from_an_origin_we_do_not_serve_needs_a_session(decider: Decider) -> None:
     request = CheckRequest(
-        "OPTIONS", "/api/items",
+        "OPTIONS",
+        "/api/items",
         {"origin": FOREIGN_ORIGIN, "access-control-request-method": "GET"},
     )
     assert body_of(denied(decider.begin(request), 401))["reason"] == "no_session"

@@ -102,9 +102,10 @@ def test_device_id_is_a_hash_of_the_code_never_the_code():
     ],
 )
 def test_poll_outcome_follows_rfc_8628(status, last_poll, interval, now, expected):
-    assert poll_outcome(
-        status, last_poll=last_poll, interval=interval, expires_at=600, now=now
-    ) == expected
+    assert (
+        poll_outcome(status, last_poll=last_poll, interval=interval, expires_at=600, now=now)
+        == expected
+    )
 
 
 def test_the_poll_slack_stays_below_the_smallest_interval():

@@ -26,7 +26,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 
 from gateway.config import GatewayConfig, load_config, parse_config
-from gateway.envoy_config import (
+from gateway.envoy.render import (
     EXT_AUTHZ_ALLOWED_HEADERS,
     EXT_AUTHZ_FILTER,
     NOT_FOUND_BODY,

@@ -125,7 +125,10 @@ def test_from_check_request_without_a_route_extension_has_no_route_name() -> Non
 def test_from_check_request_on_an_empty_message_gives_empty_values() -> None:
     request = from_check_request(auth_pb2.CheckRequest())
     assert (request.method, request.path, dict(request.headers), request.route_name) == (
-        "", "", {}, None
+        "",
+        "",
+        {},
+        None,
     )
 
 

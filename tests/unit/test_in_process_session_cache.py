@@ -7,8 +7,8 @@ import pytest
 
 from ext_authz import session_cache
 from ext_authz.session_cache import SessionCache
-from gateway.credentials import SessionCredential
-from gateway.sessions import Identity, Session
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Identity, Session
 
 SESSION = Session(Identity("user-42"), created_at=0, expires_at=2_000_000_000)
 

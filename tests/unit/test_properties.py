@@ -31,7 +31,6 @@ from ext_authz.request import (
     split_cookies,
 )
 from gateway.config import GatewayConfig, Route, parse_config
-from gateway.credentials import ENCODED_LENGTH, SessionCredential
 from gateway.crypto import RecordCipher
 from gateway.errors import (
     ConfigError,
@@ -41,8 +40,9 @@ from gateway.errors import (
     TokenInvalid,
 )
 from gateway.proto import gateway_session_pb2 as pb
-from gateway.providers import MAX_EXPIRES_IN, ProviderClient
-from gateway.sessions import Identity, Session, SessionCodec, TokenSet
+from gateway.providers.client import MAX_EXPIRES_IN, ProviderClient
+from gateway.sessions.credentials import ENCODED_LENGTH, SessionCredential
+from gateway.sessions.model import Identity, Session, SessionCodec, TokenSet
 from login_app.attempts import attempt_id_of, binding_bytes, new_binding
 from login_app.errors import RedirectRejected, StateMismatch
 from login_app.redirects import safe_redirect_target

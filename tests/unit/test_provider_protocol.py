@@ -23,8 +23,8 @@ from gateway.errors import (
     ProviderUnavailable,
     TokenInvalid,
 )
-from gateway.providers import ProviderClient, discovery_url
-from gateway.sessions import TokenSet
+from gateway.providers.client import ProviderClient, discovery_url
+from gateway.sessions.model import TokenSet
 from tests.support.http_replies import Exchange, record_exchange
 
 CALLBACK = "https://gw.test/auth/callback"

@@ -15,8 +15,8 @@ from joserfc.jwk import ECKey, KeySet
 
 from gateway.config import Provider
 from gateway.errors import ProviderRejected, ProviderUnavailable, TokenInvalid
-from gateway.providers import ProviderClient
-from gateway.sessions import TokenSet
+from gateway.providers.client import ProviderClient
+from gateway.sessions.model import TokenSet
 from tests.support.http_replies import record_exchange
 
 ISSUER = "https://idp.test"

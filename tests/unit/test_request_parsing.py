@@ -15,8 +15,8 @@ from ext_authz.request import (
     request_origin,
     split_cookies,
 )
-from gateway.credentials import SessionCredential
 from gateway.errors import CredentialError
+from gateway.sessions.credentials import SessionCredential
 
 SESSION_COOKIE = "gw_session"
 COOKIE_NAMES = frozenset({SESSION_COOKIE})

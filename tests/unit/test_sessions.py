@@ -8,12 +8,12 @@ import zlib
 import pytest
 
 from gateway.config import SessionSettings
-from gateway.credentials import SessionCredential
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
 from gateway.proto import gateway_session_pb2 as pb
-from gateway.sessions import SCHEMA_VERSION, Identity, Session, SessionCodec, TokenSet
-from gateway.store import new_session_times, touch_ttl_ms, ttl_ms_for
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import SCHEMA_VERSION, Identity, Session, SessionCodec, TokenSet
+from gateway.sessions.store import new_session_times, touch_ttl_ms, ttl_ms_for
 
 NOW = 1_700_000_000
 IDLE_S = 1800

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import Provider
-from gateway.providers import ProviderClient
+from gateway.providers.client import ProviderClient
 
 NOW = 1_700_000_000
 

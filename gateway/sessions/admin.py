@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import redis
 
-from gateway.redis_client import is_cluster, publish_each, reply_text, translate_redis_errors
-from gateway.sessions import SessionCodec
-from gateway.store import end_indexed_sessions, read_index_entry
+from gateway.redis.clients import is_cluster, publish_each, reply_text, translate_redis_errors
+from gateway.sessions.model import SessionCodec
+from gateway.sessions.store import end_indexed_sessions, read_index_entry
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ import redis
 import redis.asyncio
 
 from gateway.config import SessionSettings
-from gateway.credentials import SessionCredential
 from gateway.errors import StoreUnavailable
-from gateway.redis_client import keep_current, publish_each, reply_text, translate_redis_errors
-from gateway.sessions import Session, SessionCodec, TokenSet
+from gateway.redis.clients import keep_current, publish_each, reply_text, translate_redis_errors
+from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.model import Session, SessionCodec, TokenSet
 
 TOUCH_FRACTION = 0.1
 logger = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 
 from google.protobuf.message import DecodeError
 
-from gateway.credentials import SessionCredential
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
 from gateway.proto import gateway_session_pb2 as pb
+from gateway.sessions.credentials import SessionCredential
 
 SCHEMA_VERSION = 1
 # RFC 6750 b64token plus what GitLab and JupyterHub tokens use: visible ASCII, no spaces.

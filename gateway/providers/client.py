@@ -34,7 +34,7 @@ from gateway.errors import (
     ProviderUnavailable,
     TokenInvalid,
 )
-from gateway.sessions import Identity, TokenSet
+from gateway.sessions.model import Identity, TokenSet
 
 logger = logging.getLogger(__name__)
 

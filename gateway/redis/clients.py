@@ -44,7 +44,7 @@ from redis.retry import Retry
 
 from gateway.config import RedisSettings
 from gateway.errors import StoreUnavailable
-from gateway.metrics import timed_redis
+from gateway.observability.metrics import timed_redis
 
 MAX_CONNECTIONS = 64  # per client; in cluster mode per node
 # How often a sentinel-mode client re-asks the sentinels which server is the master.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from gateway.config import GatewayConfig
 from gateway.crypto import RecordCipher
-from gateway.redis_client import async_client, sync_client
-from gateway.session_admin import SessionAdmin
-from gateway.sessions import SessionCodec
-from gateway.store import AsyncSessionStore, SessionStore
+from gateway.redis.clients import async_client, sync_client
+from gateway.sessions.admin import SessionAdmin
+from gateway.sessions.model import SessionCodec
+from gateway.sessions.store import AsyncSessionStore, SessionStore
 
 
 def session_codec(config: GatewayConfig) -> SessionCodec:
