@@ -10,8 +10,7 @@ from ext_authz.refresh import Refresher
 from ext_authz.session_cache import CachedSessions, SessionCache
 from gateway.config import GatewayConfig
 from gateway.redis.clients import async_subscriber_client
-from gateway.sessions.factory import async_store, session_codec
-from gateway.sessions.model import SessionCodec
+from gateway.sessions.factory import async_store, keyspace
 from gateway.sessions.store import TOUCH_FRACTION, AsyncSessionStore
 
 
@@ -20,27 +19,23 @@ class Components:
     authorizer: Authorizer
     store: AsyncSessionStore
     sessions: CachedSessions
-    codec: SessionCodec
 
     async def close(self) -> None:
         await self.sessions.stop()
         await self.store.close()
 
 
-def decision_parts(
-    config: GatewayConfig, store: AsyncSessionStore, codec: SessionCodec
-) -> tuple[Decider, Refresher]:
+def decision_parts(config: GatewayConfig, store: AsyncSessionStore) -> tuple[Decider, Refresher]:
     """What a config reload replaces: routes and policy, providers for refresh."""
     providers = {p.id: p for p in config.providers}
-    return Decider(config), Refresher(store, codec, providers, config.tokens)
+    return Decider(config), Refresher(store, providers, config.tokens)
 
 
 def build_components(config: GatewayConfig) -> Components:
     """Wire store, cache, refresher and decider; starts the invalidation feed (which also
     tells whether Redis is reachable)."""
     store = async_store(config)
-    codec = session_codec(config)
-    decider, refresher = decision_parts(config, store, codec)
+    decider, refresher = decision_parts(config, store)
     # Entries never outlive a tenth of the idle window, so a busy session is re-read (and
     # its idle timeout slid, see gateway.sessions.store) before Redis could forget it.
     cache_ttl = min(
@@ -50,7 +45,7 @@ def build_components(config: GatewayConfig) -> Components:
         store,
         SessionCache(cache_ttl),
         async_subscriber_client(config.redis),
-        codec.invalidation_channel,
+        keyspace(config),
     )
     sessions.start()
-    return Components(Authorizer(decider, sessions, refresher), store, sessions, codec)
+    return Components(Authorizer(decider, sessions, refresher), store, sessions)

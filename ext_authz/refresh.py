@@ -5,9 +5,9 @@ refreshing at once would leave one of them with ``invalid_grant`` and, done naiv
 the user's credentials. Here, for one (session, provider):
 
 - within a process, concurrent checks share one in-flight refresh task;
-- across processes, a Redis lock with an owner token and a lease decides who refreshes; the
-  holder extends the lease while the provider answers, and a crashed holder blocks nobody
-  for longer than the lease;
+- across processes, a Redis lock with an owner token and a lease
+  (:mod:`gateway.sessions.refresh_lock`) decides who refreshes; the holder extends the lease
+  while the provider answers, and a crashed holder blocks nobody for longer than the lease;
 - everyone else waits for the lock to go, then re-reads the session instead of refreshing.
 
 The refresh task is detached from the check that started it: a check waits at most
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,8 +40,9 @@ from ext_authz.metrics import REFRESHES
 from gateway.config import Provider, TokenSettings
 from gateway.errors import ClientRefused, ProviderRejected, ProviderUnavailable, StoreUnavailable
 from gateway.sessions.credentials import SessionCredential
-from gateway.sessions.model import Session, SessionCodec
-from gateway.sessions.store import AsyncSessionStore
+from gateway.sessions.interface import AsyncSessions
+from gateway.sessions.model import Session
+from gateway.sessions.refresh_lock import RefreshLock
 
 if TYPE_CHECKING:
     from gateway.providers.client import ProviderClient
@@ -70,8 +70,7 @@ class SessionGone(Exception):
 class Refresher:
     def __init__(
         self,
-        store: AsyncSessionStore,
-        codec: SessionCodec,
+        store: AsyncSessions,
         providers: dict[str, Provider],
         settings: TokenSettings,
         clock: Callable[[], float] = time.time,
@@ -82,7 +81,6 @@ class Refresher:
         # provider -> until when it is not asked (it refused this gateway's client).
         self._client_refused_until: dict[str, float] = {}
         self._store = store
-        self._codec = codec
         self._providers = providers
         self._clients: dict[str, ProviderClient] = {}
         self._settings = settings
@@ -144,15 +142,14 @@ class Refresher:
             raise RefreshFailed("refresh_pending") from None
 
     async def _refresh_once(self, credential: SessionCredential, provider_id: str) -> Session:
-        lock = self._codec.refresh_lock_key(credential.lookup_id, provider_id)
-        owner = secrets.token_hex(12)
+        lock = self._store.refresh_lock(credential.lookup_id, provider_id, self._lease_ms)
         try:
-            current = await self._wait_for_lock(credential, provider_id, lock, owner)
+            current = await self._wait_for_lock(credential, provider_id, lock)
         except StoreUnavailable as exc:
             raise RefreshFailed("redis_unavailable") from exc
         if current is not None:
             return current  # someone else refreshed while we waited
-        keeper = asyncio.create_task(self._keep_lock(lock, owner))
+        keeper = asyncio.create_task(self._keep_lock(lock))
         try:
             return await self._refresh_holding_lock(credential, provider_id)
         except StoreUnavailable as exc:
@@ -160,17 +157,17 @@ class Refresher:
         finally:
             keeper.cancel()
             try:
-                await self._store.release_lock(lock, owner)
+                await lock.release()
             except StoreUnavailable:
                 logger.warning("refresh lock not released; its lease will end it")
 
     async def _wait_for_lock(
-        self, credential: SessionCredential, provider_id: str, lock: str, owner: str
+        self, credential: SessionCredential, provider_id: str, lock: RefreshLock
     ) -> Session | None:
         """Take the lock (returns None) or, when another refresh happened, its result."""
         # Waiting longer than a lease means the holder is stuck beyond what leases allow.
         deadline = time.monotonic() + 2 * self._settings.refresh_lock_lease
-        while not await self._store.acquire_lock(lock, owner, self._lease_ms):
+        while not await lock.acquire():
             await asyncio.sleep(_POLL_SECONDS)
             current = await self._store.reload(credential)
             if current is None:
@@ -181,11 +178,11 @@ class Refresher:
                 raise RefreshFailed("refresh_pending")
         return None
 
-    async def _keep_lock(self, lock: str, owner: str) -> None:
+    async def _keep_lock(self, lock: RefreshLock) -> None:
         while True:
             await asyncio.sleep(self._settings.refresh_lock_lease / 3)
             try:
-                await self._store.extend_lock(lock, owner, self._lease_ms)
+                await lock.extend()
             except StoreUnavailable:
                 logger.warning("could not extend a refresh lock")
 

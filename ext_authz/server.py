@@ -118,7 +118,7 @@ def reload(running: RunningServer, current: GatewayConfig, load: ConfigLoader) -
         update={section: getattr(current, section) for section in RESTART_ONLY}
     )
     components = running.components
-    decider, refresher = decision_parts(fresh, components.store, components.codec)
+    decider, refresher = decision_parts(fresh, components.store)
     components.authorizer.reconfigure(decider, refresher)
     logging.getLogger().setLevel(fresh.log_level.upper())
     logger.info("configuration reloaded", extra={"routes": len(fresh.routes)})

@@ -122,14 +122,11 @@ def _seconds(text: str) -> float:
 
 def _cmd_session_create(args: argparse.Namespace) -> int:
     """Create a session directly in Redis and print its credential (for tests and demos)."""
-    from gateway.sessions.credentials import SessionCredential
     from gateway.sessions.factory import sync_store
-    from gateway.sessions.model import Identity, Session, TokenSet
-    from gateway.sessions.store import new_session_times
+    from gateway.sessions.model import Identity, TokenSet
 
     config = _config(args)
     now = time.time()
-    created_at, expires_at = new_session_times(config.session, now)
     token_expiry = int(now + args.token_ttl) if args.token_ttl else 0
     known = {provider.id for provider in config.providers}
     tokens = {}
@@ -138,19 +135,10 @@ def _cmd_session_create(args: argparse.Namespace) -> int:
             print(f"error: unknown provider {provider_id!r}", file=sys.stderr)
             return EXIT_USAGE
         tokens[provider_id] = TokenSet(access_token=access_token, expires_at=token_expiry)
-    session = Session(
-        identity=Identity(
-            subject=args.user,
-            email=args.email or "",
-            name=args.name or "",
-            groups=tuple(args.group),
-        ),
-        created_at=created_at,
-        expires_at=expires_at,
-        tokens=tokens,
+    identity = Identity(
+        subject=args.user, email=args.email or "", name=args.name or "", groups=tuple(args.group)
     )
-    credential = SessionCredential.generate()
-    sync_store(config).save(credential, session)
+    credential, _ = sync_store(config).create(identity, tokens, now)
     print(credential.encode())
     return EXIT_OK
 

@@ -23,6 +23,7 @@ import redis
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
 from gateway.redis.clients import translate_redis_errors
+from gateway.sessions.keyspace import Keyspace
 from gateway.sessions.model import Identity, TokenSet
 from login_app.errors import AttemptExpired, StateMismatch
 
@@ -101,19 +102,18 @@ def attempt_id_of(state: str) -> str:
 
 
 class AttemptStore:
-    def __init__(self, client: redis.Redis, cipher: RecordCipher, key_prefix: str) -> None:
+    def __init__(self, client: redis.Redis, cipher: RecordCipher, keys: Keyspace) -> None:
         self._redis = client
         self._cipher = cipher
-        self._prefix = key_prefix
+        self._keys = keys
 
     def _key(self, attempt_id: str) -> str:
-        return f"{self._prefix}login:{{{attempt_id}}}"
+        return self._keys.login_attempt(attempt_id)
 
     def _state_key(self, state: str) -> str:
         # Under the attempt's hash tag, like _key: save's pipeline and consume's GETDEL + GET
         # go to one cluster node (each command is single-key; none needs to be atomic).
-        digest = hashlib.sha256(state.encode()).hexdigest()
-        return f"{self._prefix}login-state:{{{attempt_id_of(state)}}}:{digest}"
+        return self._keys.login_state(attempt_id_of(state), state)
 
     def start(
         self,
@@ -181,7 +181,7 @@ class AttemptStore:
         """How many logins this browser started for ``provider_id`` within ``window``
         seconds, this one included."""
         digest = hashlib.sha256(binding_bytes(binding)).hexdigest()
-        key = f"{self._prefix}login-rounds:{{{digest}}}:{provider_id}"
+        key = self._keys.login_rounds(digest, provider_id)
         with translate_redis_errors("counting logins"):
             pipe = self._redis.pipeline(transaction=False)
             pipe.set(key, 0, ex=window, nx=True)  # the window starts with the first round

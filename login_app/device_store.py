@@ -28,6 +28,7 @@ from redis.typing import EncodableT, FieldT
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
 from gateway.redis.clients import REDIS_FAILURES, translate_redis_errors
+from gateway.sessions.keyspace import Keyspace
 from login_app.device_codes import (
     EXPIRED_GRACE_SECONDS,
     EXPIRES_IN_SECONDS,
@@ -104,24 +105,23 @@ class DeviceCodeStore:
         self,
         client: redis.Redis,
         cipher: RecordCipher,
-        key_prefix: str,
+        keys: Keyspace,
         *,
         expires_in: int = EXPIRES_IN_SECONDS,
         interval: int = POLL_INTERVAL_SECONDS,
     ) -> None:
         self._redis = client
         self._cipher = cipher
-        self._prefix = key_prefix
+        self._keys = keys
         self.expires_in = expires_in
         self.interval = interval
         self._refund = client.register_script(_REFUND_SCRIPT)
 
     def record_key(self, device_id: str) -> str:
-        # The braces are a Redis Cluster hash tag: keys named for one device share a slot.
-        return f"{self._prefix}device:{{{device_id}}}"
+        return self._keys.device(device_id)
 
     def user_code_key(self, user_code: str) -> str:
-        return f"{self._prefix}device-user:{{{user_code}}}"
+        return self._keys.device_user_code(user_code)
 
     def start(self, now: float) -> tuple[str, str]:
         """A new pending flow; returns (device_code, user_code)."""
@@ -278,7 +278,7 @@ class DeviceCodeStore:
     # -- rate limits (fixed windows) ----------------------------------------------------------
 
     def _counter_key(self, kind: str, client: str) -> str:
-        return f"{self._prefix}device-{kind}:{{{client}}}"
+        return self._keys.device_counter(kind, client)
 
     def take(self, kind: str, client: str, *, limit: int, window: int) -> bool:
         """Count one request of ``kind`` from ``client``; False once over ``limit``."""

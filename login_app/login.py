@@ -32,7 +32,6 @@ from werkzeug.wrappers import Response
 from gateway.errors import ProviderUnavailable
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.model import Session
-from gateway.sessions.store import new_session_times
 from login_app.attempts import LoginAttempt, binding_bytes, new_binding
 from login_app.cookies import (
     binding_cookie_name,
@@ -305,19 +304,19 @@ def _finish(svc: Services, attempt: LoginAttempt, now: float) -> Response | str:
     identity = attempt.identity_value()
     if identity is None:
         raise LoginError("the login sequence produced no identity")
-    created_at, expires_at = new_session_times(svc.config.session, now)
     replaced = parse_credential(attempt.replaces)
     old = svc.live_session(replaced)
     identity_carried = svc.login_sequence[0] not in attempt.steps
+    not_after = None
     if identity_carried and replaced is not None:
         # This login only added providers to an existing session: it must not outlive that
         # session, nor bring it back after a logout or revocation ended it meanwhile.
         if old is None:
             raise AttemptExpired("the session this login was adding a provider to has ended")
-        expires_at = min(expires_at, old.expires_at)
-    session = Session(identity, created_at, expires_at, attempt.token_sets())
-    credential = SessionCredential.generate()
-    svc.sessions.save(credential, session)
+        not_after = old.expires_at
+    credential, session = svc.sessions.create(
+        identity, attempt.token_sets(), now, not_after=not_after
+    )
     if attempt.for_device is not None:
         return _hand_to_device(svc, attempt, attempt.for_device, credential, session, now)
     if replaced is not None:

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response
 from gateway.errors import ProviderFailure, ProviderUnavailable, TokenInvalid
 from gateway.redis.clients import translate_redis_errors
 from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import keyspace
 from gateway.sessions.model import Session
 from login_app.cookies import expire_binding_cookie, expire_session_cookie, parse_credential
 from login_app.login import redirect_target
@@ -135,7 +136,7 @@ def backchannel_logout() -> tuple[Response, int]:
         return jsonify(error="invalid_request"), 400
     except ProviderUnavailable:
         return jsonify(error="temporarily_unavailable"), 503
-    replay_key = f"{svc.config.redis.key_prefix}logout-jti:{claims['jti']}"
+    replay_key = keyspace(svc.config).logout_token_seen(claims["jti"])
     with translate_redis_errors("checking a logout token"):
         seen = svc.redis.exists(replay_key)
     if seen:

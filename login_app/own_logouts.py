@@ -16,12 +16,12 @@ was taken is not in it, and a later logout of the same sid ends the spared ones 
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import redis
 
 from gateway.redis.clients import translate_redis_errors
+from gateway.sessions.keyspace import Keyspace
 
 # Long enough for a person on the provider's "log out?" confirmation page; past it the echo
 # ends everything, which is the safe side.
@@ -29,13 +29,12 @@ ECHO_WINDOW_SECONDS = 600
 
 
 class OwnLogouts:
-    def __init__(self, client: redis.Redis, key_prefix: str) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
         self._redis = client
-        self._prefix = key_prefix
+        self._keys = keys
 
     def _key(self, provider_session_id: str) -> str:
-        digest = hashlib.sha256(provider_session_id.encode("utf-8")).hexdigest()
-        return f"{self._prefix}own-logout:{{{digest}}}"
+        return self._keys.own_logout(provider_session_id)
 
     def remember(self, provider_session_id: str, surviving: list[str]) -> None:
         """Note that our logout is ending ``provider_session_id`` and that the gateway

@@ -14,7 +14,8 @@ from gateway.errors import SessionInvalid
 from gateway.providers.client import ProviderClient
 from gateway.redis.clients import sync_client
 from gateway.sessions.credentials import SessionCredential
-from gateway.sessions.factory import session_codec
+from gateway.sessions.factory import keyspace, session_codec
+from gateway.sessions.interface import SyncSessions
 from gateway.sessions.model import Session
 from gateway.sessions.store import SessionStore
 from login_app.attempts import AttemptStore
@@ -28,7 +29,7 @@ from login_app.own_logouts import OwnLogouts
 class Services:
     config: GatewayConfig
     redis: redis.Redis
-    sessions: SessionStore
+    sessions: SyncSessions
     attempts: AttemptStore
     device_codes: DeviceCodeStore
     providers: dict[str, ProviderClient]
@@ -77,11 +78,11 @@ def build_services(config: GatewayConfig, client: redis.Redis | None = None) -> 
         config=config,
         redis=client,
         sessions=SessionStore(client, session_codec(config), config.session),
-        attempts=AttemptStore(client, cipher, config.redis.key_prefix),
-        device_codes=DeviceCodeStore(client, cipher, config.redis.key_prefix),
+        attempts=AttemptStore(client, cipher, keyspace(config)),
+        device_codes=DeviceCodeStore(client, cipher, keyspace(config)),
         providers={p.id: ProviderClient(p, callback) for p in config.providers},
         availability=Availability(),
-        own_logouts=OwnLogouts(client, config.redis.key_prefix),
+        own_logouts=OwnLogouts(client, keyspace(config)),
     )
 
 

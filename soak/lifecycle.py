@@ -123,7 +123,7 @@ class Lifecycle:
         lookup_id = live.credential.lookup_id
         if client.exists(codec.record_key(live.credential)):
             self.record.surprise(kind, "(redis)", expected="record deleted", detail=lookup_id[:12])
-        if client.hexists(codec.user_index_key(live.subject), lookup_id):
+        if client.hexists(codec.keys.user_index(live.subject), lookup_id):
             self.record.surprise(kind, "(redis)", expected="index entry deleted", detail="user")
         for via in ("cookie", "bearer"):
             self.expect_denied(f"after_{kind}", live.credential, via)

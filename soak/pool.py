@@ -110,15 +110,12 @@ def write_session(
     ``Stack.create_session`` does the same but builds a new Redis client per call, which
     thousands of short sessions would turn into thousands of connection pools."""
     now = time.time()
-    session = Session(
-        identity=Identity(subject=subject, email=f"{subject}@example.org", name="Soak Client"),
-        created_at=int(now),
-        expires_at=int(now + lifetime),
-        tokens={
+    return store.create(
+        Identity(subject=subject, email=f"{subject}@example.org", name="Soak Client"),
+        {
             provider: TokenSet(access_token=token, expires_at=int(now + 3600))
             for provider, token in tokens.items()
         },
+        now,
+        lifetime=lifetime,
     )
-    credential = SessionCredential.generate()
-    store.save(credential, session)
-    return credential, session

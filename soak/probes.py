@@ -66,7 +66,7 @@ def redis_census(client: redis.Redis, codec: SessionCodec, key_prefix: str) -> d
         lookup_ids = [_text(field) for index in indexes[category] for field in client.hkeys(index)]
         pipe = client.pipeline(transaction=False)
         for lookup_id in lookup_ids:
-            pipe.exists(codec.record_key_for(lookup_id))
+            pipe.exists(codec.keys.session_record(lookup_id))
         alive = pipe.execute() if lookup_ids else []
         index_entries[category] = len(lookup_ids)
         stale_entries[category] = sum(1 for exists in alive if not exists)

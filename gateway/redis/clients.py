@@ -9,7 +9,7 @@ What each mode still does for us, because it costs a round trip and no waiting:
 
 - sentinel: each new connection asks the sentinels for the current master, and so does each
   client about once a second (:data:`MASTER_CHECK_SECONDS`): the blocking client's pool as
-  connections are taken, ext_authz from its invalidation feed via :func:`keep_current`.
+  connections are taken, ext_authz from its session change feed via :func:`keep_current`.
   That second question matters after an operator's failover: the old master stays up and
   keeps acting as one for several seconds, so connections opened before would go on reading
   (sessions created since look absent) and writing (writes Redis later discards) there.
@@ -26,7 +26,7 @@ What each mode still does for us, because it costs a round trip and no waiting:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -262,22 +262,6 @@ def reply_text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def publish_each(client: redis.Redis, channel: str, messages: Iterable[str]) -> None:
-    """PUBLISH every message on ``channel``; in one round trip where Redis allows it.
-
-    A cluster pipeline refuses PUBLISH, so there they go one at a time (any node forwards
-    a classic PUBLISH to the whole cluster).
-    """
-    if is_cluster(client):
-        for message in messages:
-            client.publish(channel, message)
-        return
-    pipe = client.pipeline(transaction=False)
-    for message in messages:
-        pipe.publish(channel, message)
-    pipe.execute()
-
-
 def async_subscriber_client(settings: RedisSettings) -> redis.asyncio.Redis:
     """A client for one long-lived pub/sub connection: reads wait as long as they must (the
     subscriber pings to notice a silent server), connecting is bounded like everything else."""
@@ -294,8 +278,8 @@ def async_subscriber_client(settings: RedisSettings) -> redis.asyncio.Redis:
 
 
 async def keep_current(client: redis.asyncio.Redis) -> None:
-    """Bring the client's view of the servers up to date, off the check path (ext_authz's
-    invalidation feed calls this about once a second).
+    """Bring the client's view of the servers up to date, off the check path (the session
+    change feed, gateway.sessions.changes, calls this about once a second).
 
     Sentinel: ask the sentinels for the master now and close the client's connections to any
     other server (those in use when they are released); redis-py asks only when it opens a

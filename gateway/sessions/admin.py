@@ -2,8 +2,9 @@
 
 Session records are encrypted with a secret only their owner holds, so operators work from
 the indexes the store keeps beside them (``index_entry``: subject, times, providers).
-Revocation deletes records; every ext_authz replica reads Redis on each check, so it takes
-effect on the next request everywhere.
+Revocation goes through the blocking :class:`SessionStore`, which deletes records and
+announces it on the change feed, so it takes effect on the next request at every ext_authz
+replica.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 
 import redis
 
-from gateway.redis.clients import is_cluster, publish_each, reply_text, translate_redis_errors
-from gateway.sessions.model import SessionCodec
-from gateway.sessions.store import end_indexed_sessions, read_index_entry
+from gateway.redis.clients import is_cluster, reply_text, translate_redis_errors
+from gateway.sessions.keyspace import Keyspace
+from gateway.sessions.store import SessionStore, read_index_entry
 
 
 @dataclass(frozen=True)
@@ -29,15 +30,16 @@ class SessionSummary:
 
 
 class SessionAdmin:
-    def __init__(self, client: redis.Redis, codec: SessionCodec) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace, store: SessionStore) -> None:
         self._redis = client
-        self._codec = codec
+        self._keys = keys
+        self._store = store  # over the same Redis: what ends sessions is written once
 
     def _user_indexes(self) -> Iterator[str]:
         # A cluster's keys are spread over its masters: scan every one of them (each with its
         # own cursor), never just the node a keyless command would go to.
         where = {"target_nodes": redis.RedisCluster.PRIMARIES} if is_cluster(self._redis) else {}
-        pattern = self._codec.user_index_pattern
+        pattern = self._keys.user_index_pattern()
         for key in self._redis.scan_iter(match=pattern, count=500, **where):
             yield reply_text(key)
 
@@ -49,7 +51,7 @@ class SessionAdmin:
                 entries.append((reply_text(raw_id), entry))
         pipe = self._redis.pipeline(transaction=False)
         for lookup_id, _ in entries:
-            pipe.exists(self._codec.record_key_for(lookup_id))
+            pipe.exists(self._keys.session_record(lookup_id))
         alive = pipe.execute()
         summaries = [
             SessionSummary(
@@ -68,7 +70,7 @@ class SessionAdmin:
         """A user's sessions, or everyone's."""
         with translate_redis_errors("listing sessions"):
             if subject is not None:
-                return self._summaries(self._codec.user_index_key(subject))
+                return self._summaries(self._keys.user_index(subject))
             found: list[SessionSummary] = []
             for index in self._user_indexes():
                 found.extend(self._summaries(index))
@@ -76,10 +78,7 @@ class SessionAdmin:
 
     def revoke_user(self, subject: str) -> int:
         """End all of a user's sessions; returns how many were active."""
-        with translate_redis_errors("revoking a user's sessions"):
-            return end_indexed_sessions(
-                self._redis, self._codec, self._codec.user_index_key(subject)
-            )
+        return self._store.delete_user_sessions(subject)
 
     def revoke_session(self, lookup_id_prefix: str) -> SessionSummary | None:
         """End the one session whose lookup id starts with the prefix (at least 8 chars).
@@ -96,9 +95,5 @@ class SessionAdmin:
         if not matches:
             return None
         found = matches[0]
-        with translate_redis_errors("revoking a session"):
-            # The record, then its index entry (another hash slot): see end_indexed_sessions.
-            self._redis.delete(self._codec.record_key_for(found.lookup_id))
-            self._redis.hdel(self._codec.user_index_key(found.subject), found.lookup_id)
-            publish_each(self._redis, self._codec.invalidation_channel, [found.lookup_id])
+        self._store.delete_by_lookup_id(found.lookup_id, found.subject)
         return found

@@ -1,13 +1,12 @@
 """The session model and its serialized, encrypted form.
 
 A :class:`Session` is plain data. :class:`SessionCodec` turns it into the bytes stored in
-Redis (protobuf, then AES-GCM) and back, and names the Redis keys. The store modules do the
-I/O; nothing here talks to Redis.
+Redis (protobuf, then AES-GCM) and back; the key names come from :mod:`keyspace`. The store
+modules do the I/O; nothing here talks to Redis.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import zlib
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
 from gateway.proto import gateway_session_pb2 as pb
 from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.keyspace import Keyspace
 
 SCHEMA_VERSION = 1
 # RFC 6750 b64token plus what GitLab and JupyterHub tokens use: visible ASCII, no spaces.
@@ -147,46 +147,15 @@ def _from_message(message: pb.Session) -> Session:
     )
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 class SessionCodec:
-    """Names a session's Redis keys and seals/opens its record."""
+    """Seals and opens a session's record, bound to the record's Redis key."""
 
-    def __init__(self, cipher: RecordCipher, key_prefix: str = "gw:") -> None:
+    def __init__(self, cipher: RecordCipher, keys: Keyspace | None = None) -> None:
         self._cipher = cipher
-        self._prefix = key_prefix
+        self.keys = keys or Keyspace()
 
     def record_key(self, credential: SessionCredential) -> str:
-        return self.record_key_for(credential.lookup_id)
-
-    def record_key_for(self, lookup_id: str) -> str:
-        # The braces are a Redis Cluster hash tag: every key of one session shares a slot.
-        return f"{self._prefix}s:{{{lookup_id}}}"
-
-    @property
-    def invalidation_channel(self) -> str:
-        """Pub/sub channel on which every change to a session is announced by lookup id, so
-        ext_authz workers drop their cached copy at once."""
-        return f"{self._prefix}invalidate"
-
-    def refresh_lock_key(self, lookup_id: str, provider_id: str) -> str:
-        """The lock that lets one process at a time refresh one provider's tokens."""
-        return f"{self._prefix}lock:{{{lookup_id}}}:{provider_id}"
-
-    def user_index_key(self, subject: str) -> str:
-        """Set of the lookup ids of one user's sessions (logout everywhere, operator CLI)."""
-        return f"{self._prefix}user:{{{_digest(subject)}}}"
-
-    @property
-    def user_index_pattern(self) -> str:
-        """SCAN pattern matching every user's index (the key prefix holds no glob character)."""
-        return f"{self._prefix}user:*"
-
-    def provider_session_index_key(self, provider_session_id: str) -> str:
-        """Set of the lookup ids born from one IdP session (back-channel logout by sid)."""
-        return f"{self._prefix}sid:{{{_digest(provider_session_id)}}}"
+        return self.keys.session_record(credential.lookup_id)
 
     def encode(self, credential: SessionCredential, session: Session) -> bytes:
         serialized = _to_message(session).SerializeToString(deterministic=True)

@@ -1,10 +1,11 @@
 """Session stores over Redis: a blocking one (login app, CLI) and an asyncio one (ext_authz).
 
-Both share :class:`SessionCodec` for key names and encryption and the lifetime rules below;
-each only does its own I/O. A record's Redis TTL is the smaller of the idle timeout and the
-time left before its absolute expiry, so Redis itself forgets idle sessions. Use slides the
-idle window, but only once a tenth of it has passed, so a busy session costs one write per
-``idle_timeout / 10`` rather than one per request.
+What each offers is written down in :mod:`gateway.sessions.interface`. Both share
+:class:`SessionCodec` for encryption (key names come from its :class:`Keyspace`) and the
+lifetime rules below; each only does its own I/O. A record's Redis TTL is the smaller of
+the idle timeout and the time left before its absolute expiry, so Redis itself forgets idle
+sessions. Use slides the idle window, but only once a tenth of it has passed, so a busy
+session costs one write per ``idle_timeout / 10`` rather than one per request.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 import redis.asyncio
 
 from gateway.config import SessionSettings
 from gateway.errors import StoreUnavailable
-from gateway.redis.clients import keep_current, publish_each, reply_text, translate_redis_errors
+from gateway.redis.clients import keep_current, reply_text, translate_redis_errors
+from gateway.sessions.changes import publish_change, publish_changes
 from gateway.sessions.credentials import SessionCredential
-from gateway.sessions.model import Session, SessionCodec, TokenSet
+from gateway.sessions.interface import AsyncSessions, SyncSessions
+from gateway.sessions.model import Identity, Session, SessionCodec, TokenSet
+from gateway.sessions.refresh_lock import RefreshLock
 
 TOUCH_FRACTION = 0.1
 logger = logging.getLogger(__name__)
@@ -50,6 +55,25 @@ def new_session_times(settings: SessionSettings, now: float) -> tuple[int, int]:
     return int(now), int(now + settings.absolute_lifetime)
 
 
+def new_session(
+    settings: SessionSettings,
+    identity: Identity,
+    tokens: dict[str, TokenSet],
+    now: float,
+    *,
+    lifetime: float | None = None,
+    not_after: int | None = None,
+) -> Session:
+    """A session starting at ``now``: it lasts ``session.absolute_lifetime`` (or ``lifetime``)
+    and never past ``not_after`` (the session a login only adds providers to)."""
+    created_at, expires_at = new_session_times(settings, now)
+    if lifetime is not None:
+        expires_at = int(now + lifetime)
+    if not_after is not None:
+        expires_at = min(expires_at, not_after)
+    return Session(identity, created_at, expires_at, dict(tokens))
+
+
 class SessionStore:
     """Blocking store for the login app and the operator CLI."""
 
@@ -57,6 +81,24 @@ class SessionStore:
         self._redis = client
         self._codec = codec
         self._settings = settings
+        self._keys = codec.keys
+
+    def create(
+        self,
+        identity: Identity,
+        tokens: dict[str, TokenSet],
+        now: float,
+        *,
+        lifetime: float | None = None,
+        not_after: int | None = None,
+    ) -> tuple[SessionCredential, Session]:
+        """Start a session (see :func:`new_session`) under a fresh credential and save it."""
+        session = new_session(
+            self._settings, identity, tokens, now, lifetime=lifetime, not_after=not_after
+        )
+        credential = SessionCredential.generate()
+        self.save(credential, session)
+        return credential, session
 
     def save(self, credential: SessionCredential, session: Session) -> None:
         """Store the session and add it to its user's and IdP session's indexes."""
@@ -78,7 +120,7 @@ class SessionStore:
                 pipe.hset(index, credential.lookup_id, summary)
                 pipe.pexpire(index, index_ttl)
             pipe.execute()
-            publish_each(self._redis, self._codec.invalidation_channel, [credential.lookup_id])
+            publish_changes(self._redis, self._keys, [credential.lookup_id])
             for index in self._index_keys(session):
                 self._prune(index, now)
 
@@ -94,11 +136,9 @@ class SessionStore:
             self._redis.hdel(index, *expired)
 
     def _index_keys(self, session: Session) -> list[str]:
-        keys = [self._codec.user_index_key(session.identity.subject)]
+        keys = [self._keys.user_index(session.identity.subject)]
         if session.identity.provider_session_id:
-            keys.append(
-                self._codec.provider_session_index_key(session.identity.provider_session_id)
-            )
+            keys.append(self._keys.provider_session_index(session.identity.provider_session_id))
         return keys
 
     def load(self, credential: SessionCredential) -> Session | None:
@@ -118,23 +158,31 @@ class SessionStore:
                 for index in self._index_keys(session):
                     pipe.hdel(index, credential.lookup_id)
                 pipe.execute()
-            publish_each(self._redis, self._codec.invalidation_channel, [credential.lookup_id])
+            publish_changes(self._redis, self._keys, [credential.lookup_id])
             return bool(deleted)
 
     def lookup_ids_of_user(self, subject: str) -> list[str]:
         with translate_redis_errors("reading a user's sessions"):
-            keys = self._redis.hkeys(self._codec.user_index_key(subject))
+            keys = self._redis.hkeys(self._keys.user_index(subject))
         return sorted(reply_text(key) for key in keys)  # type: ignore[union-attr]
 
     def delete_user_sessions(self, subject: str) -> int:
         """End every session of a user; returns how many records existed."""
         with translate_redis_errors("deleting indexed sessions"):
-            return end_indexed_sessions(
-                self._redis, self._codec, self._codec.user_index_key(subject)
-            )
+            return self._end_indexed(self._keys.user_index(subject))
+
+    def delete_by_lookup_id(self, lookup_id: str, subject: str) -> bool:
+        """End one session known only by its lookup id and user (the operator CLI: records
+        are sealed with a secret only their owner holds); True when it still existed."""
+        with translate_redis_errors("revoking a session"):
+            # The record, then its index entry (another hash slot): see _end_indexed.
+            deleted = self._redis.delete(self._keys.session_record(lookup_id))
+            self._redis.hdel(self._keys.user_index(subject), lookup_id)
+            publish_changes(self._redis, self._keys, [lookup_id])
+        return bool(deleted)
 
     def lookup_ids_of_provider_session(self, provider_session_id: str) -> list[str]:
-        index = self._codec.provider_session_index_key(provider_session_id)
+        index = self._keys.provider_session_index(provider_session_id)
         with translate_redis_errors("reading a provider session's sessions"):
             keys = self._redis.hkeys(index)
         return sorted(reply_text(key) for key in keys)  # type: ignore[union-attr]
@@ -144,37 +192,34 @@ class SessionStore:
     ) -> int:
         """End every session born from one IdP session (OIDC back-channel logout by sid)
         except those whose lookup ids are in ``keep``."""
-        index = self._codec.provider_session_index_key(provider_session_id)
+        index = self._keys.provider_session_index(provider_session_id)
         with translate_redis_errors("deleting indexed sessions"):
-            return end_indexed_sessions(self._redis, self._codec, index, keep)
+            return self._end_indexed(index, keep)
 
+    def _end_indexed(self, index: str, keep: frozenset[str] = frozenset()) -> int:
+        """End every session ``index`` names but those in ``keep``; returns how many records
+        existed.
 
-def end_indexed_sessions(
-    client: redis.Redis, codec: SessionCodec, index: str, keep: frozenset[str] = frozenset()
-) -> int:
-    """End every session ``index`` names but those in ``keep``; returns how many records
-    existed.
-
-    The records are in many hash slots (a cluster splits the pipeline between its nodes) and
-    none is atomic with the index. So every record is deleted before any index entry goes:
-    a failure part-way leaves sessions that are still indexed and can be ended again, never
-    a live session missing from its index. Only the entries read are removed (not the whole
-    index), so a session added meanwhile stays indexed.
-    """
-    lookup_ids = [
-        lookup_id
-        for lookup_id in (reply_text(field) for field in client.hkeys(index))  # type: ignore[union-attr]
-        if lookup_id not in keep
-    ]
-    if not lookup_ids:
-        return 0
-    pipe = client.pipeline(transaction=False)
-    for lookup_id in lookup_ids:
-        pipe.delete(codec.record_key_for(lookup_id))
-    existed = sum(int(n) for n in pipe.execute())
-    client.hdel(index, *lookup_ids)
-    publish_each(client, codec.invalidation_channel, lookup_ids)
-    return existed
+        The records are in many hash slots (a cluster splits the pipeline between its nodes) and
+        none is atomic with the index. So every record is deleted before any index entry goes:
+        a failure part-way leaves sessions that are still indexed and can be ended again, never
+        a live session missing from its index. Only the entries read are removed (not the whole
+        index), so a session added meanwhile stays indexed.
+        """
+        lookup_ids = [
+            lookup_id
+            for lookup_id in (reply_text(field) for field in self._redis.hkeys(index))  # type: ignore[union-attr]
+            if lookup_id not in keep
+        ]
+        if not lookup_ids:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for lookup_id in lookup_ids:
+            pipe.delete(self._keys.session_record(lookup_id))
+        existed = sum(int(n) for n in pipe.execute())
+        self._redis.hdel(index, *lookup_ids)
+        publish_changes(self._redis, self._keys, lookup_ids)
+        return existed
 
 
 class AsyncSessionStore:
@@ -261,21 +306,13 @@ class AsyncSessionStore:
                     except redis.WatchError:
                         continue
                 # Other workers hold this session in memory: tell them it changed.
-                await self._redis.publish(self._codec.invalidation_channel, credential.lookup_id)
+                await publish_change(self._redis, self._codec.keys, credential.lookup_id)
                 return updated
         raise StoreUnavailable("the session kept changing while refreshed tokens were stored")
 
-    async def acquire_lock(self, lock_key: str, owner: str, lease_ms: int) -> bool:
-        with translate_redis_errors("taking a refresh lock"):
-            return bool(await self._redis.set(lock_key, owner, nx=True, px=lease_ms))
-
-    async def extend_lock(self, lock_key: str, owner: str, lease_ms: int) -> bool:
-        with translate_redis_errors("extending a refresh lock"):
-            return bool(await self._redis.eval(_EXTEND_IF_OWNER, 1, lock_key, owner, lease_ms))
-
-    async def release_lock(self, lock_key: str, owner: str) -> None:
-        with translate_redis_errors("releasing a refresh lock"):
-            await self._redis.eval(_DELETE_IF_OWNER, 1, lock_key, owner)
+    def refresh_lock(self, lookup_id: str, provider_id: str, lease_ms: int) -> RefreshLock:
+        """A new owner's hold (not yet taken) on one provider's refresh lock of a session."""
+        return RefreshLock(self._redis, self._codec.keys, lookup_id, provider_id, lease_ms)
 
     async def keep_current(self) -> None:
         """Follow a new sentinel master, learn a cluster's layout (see redis_client)."""
@@ -346,18 +383,8 @@ def _raw(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode("latin-1")
 
 
-# Only the owner may extend or release a lock: after its lease ran out another process may
-# hold it, and deleting that one's lock would let a third refresh concurrently. Each script
-# touches its one KEYS[1] only (in the session's hash slot), as Redis Cluster requires.
-_EXTEND_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_DELETE_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+if TYPE_CHECKING:  # mypy holds each store to its flavour of the interface
+
+    def _conforms(sync: SessionStore, asyncio: AsyncSessionStore) -> None:
+        _: SyncSessions = sync
+        __: AsyncSessions = asyncio

@@ -30,7 +30,6 @@ from gateway.redis.clients import sync_client
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import sync_store
 from gateway.sessions.model import Identity, Session, TokenSet
-from gateway.sessions.store import new_session_times
 from login_app.cli_login import GRANT_TYPE
 from login_app.device_codes import GUESS_LIMIT, PollResult, device_id_for
 from login_app.device_store import DeviceCodeStore, DeviceRecord, device_codes
@@ -612,30 +611,23 @@ class User:
 def log_in(config: GatewayConfig, subject: str = "alice") -> User:
     """A browser session made directly in Redis, as a finished login would leave it."""
     now = time.time()
-    created_at, expires_at = new_session_times(config.session, now)
-    session = Session(
-        identity=Identity(
-            subject=subject,
-            email=f"{subject}@example.org",
-            name=f"{subject.title()} Ärger",
-            groups=("staff",),
-            provider_session_id=f"idp-sid-{subject}",
-        ),
-        created_at=created_at,
-        expires_at=expires_at,
-        tokens={
-            "primary": TokenSet(
-                access_token=f"{subject}-primary-access",
-                refresh_token=f"{subject}-primary-refresh",
-                id_token="header.payload.signature",
-                expires_at=int(now + 3600),
-            ),
-            "gitlab": TokenSet(access_token=f"{subject}-gitlab-access", scope="api"),
-        },
+    identity = Identity(
+        subject=subject,
+        email=f"{subject}@example.org",
+        name=f"{subject.title()} Ärger",
+        groups=("staff",),
+        provider_session_id=f"idp-sid-{subject}",
     )
-    credential = SessionCredential.generate()
-    sync_store(config).save(credential, session)
-    return User(credential, session)
+    tokens = {
+        "primary": TokenSet(
+            access_token=f"{subject}-primary-access",
+            refresh_token=f"{subject}-primary-refresh",
+            id_token="header.payload.signature",
+            expires_at=int(now + 3600),
+        ),
+        "gitlab": TokenSet(access_token=f"{subject}-gitlab-access", scope="api"),
+    }
+    return User(*sync_store(config).create(identity, tokens, now))
 
 
 @pytest.fixture

@@ -12,10 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from gateway.config import GatewayConfig
-from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import sync_store
-from gateway.sessions.model import Identity, Session
-from gateway.sessions.store import new_session_times
+from gateway.sessions.model import Identity
 from login_app.device_codes import normalize_user_code
 from login_app.services import build_services, init_app
 from tests.support.login import HTML
@@ -28,10 +26,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def browser(app: Flask, config: GatewayConfig) -> FlaskClient:
     """A browser with a session, made directly in Redis."""
-    created_at, expires_at = new_session_times(config.session, time.time())
-    credential = SessionCredential.generate()
     identity = Identity(subject="alice", name="Alice Ärger")
-    sync_store(config).save(credential, Session(identity, created_at, expires_at))
+    credential, _ = sync_store(config).create(identity, {}, time.time())
     client = app.test_client()
     client.set_cookie(config.cookie_name, credential.encode())
     return client

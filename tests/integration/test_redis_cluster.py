@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.crypto import RecordCipher
 from gateway.redis.clients import sync_client
 from gateway.sessions.credentials import SessionCredential
-from gateway.sessions.factory import async_store, session_admin, session_codec, sync_store
+from gateway.sessions.factory import async_store, keyspace, session_admin, session_codec, sync_store
 from gateway.sessions.model import TokenSet
 from login_app.attempts import AttemptStore, new_binding
 from login_app.device_codes import PollResult
@@ -125,24 +125,26 @@ def test_logout_deletes_the_record_and_its_index_entries_across_slots(stack):
 def test_refresh_lock_and_token_replacement_work_on_the_sessions_slot(stack, cluster, sessions):
     credential = sessions["user-5"]
     codec = session_codec(stack.config)
-    lock = codec.refresh_lock_key(credential.lookup_id, "primary")
-    assert cluster.owner_of(lock) == cluster.owner_of(codec.record_key(credential))
+    lock_key = codec.keys.refresh_lock(credential.lookup_id, "primary")
+    assert cluster.owner_of(lock_key) == cluster.owner_of(codec.record_key(credential))
     fresh = TokenSet(access_token="tok-refreshed", expires_at=int(time.time()) + 600)
 
     async def refresh_like_ext_authz() -> None:
         store = async_store(stack.config)
+        a, b = (store.refresh_lock(credential.lookup_id, "primary", 5000) for _ in range(2))
+        assert a.key == b.key == lock_key and a.owner != b.owner
         try:
-            assert await store.acquire_lock(lock, "owner-a", 5000)
-            assert not await store.acquire_lock(lock, "owner-b", 5000)
-            assert await store.extend_lock(lock, "owner-a", 5000)
-            assert not await store.extend_lock(lock, "owner-b", 5000)
+            assert await a.acquire()
+            assert not await b.acquire()
+            assert await a.extend()
+            assert not await b.extend()
             updated = await store.replace_tokens(credential, "primary", fresh)
             assert updated is not None and updated.tokens["primary"] == fresh
-            await store.release_lock(lock, "owner-b")  # not the owner: nothing happens
-            assert not await store.acquire_lock(lock, "owner-b", 5000)
-            await store.release_lock(lock, "owner-a")
-            assert await store.acquire_lock(lock, "owner-b", 5000)
-            await store.release_lock(lock, "owner-b")
+            await b.release()  # not the owner: nothing happens
+            assert not await b.acquire()
+            await a.release()
+            assert await b.acquire()
+            await b.release()
             reloaded = await store.reload(credential)
             assert reloaded is not None and reloaded.tokens["primary"] == fresh
             gone = SessionCredential.generate()
@@ -156,10 +158,10 @@ def test_refresh_lock_and_token_replacement_work_on_the_sessions_slot(stack, clu
 
 def test_login_attempts_and_cli_device_codes_work_on_a_cluster(stack):
     client = sync_client(stack.config.redis)
-    prefix = stack.config.redis.key_prefix
+    keys = keyspace(stack.config)
     cipher = RecordCipher((TEST_SECRET,))
 
-    attempts = AttemptStore(client, cipher, prefix)
+    attempts = AttemptStore(client, cipher, keys)
     binding = new_binding()
     attempt = attempts.start("/after", ["primary"])
     attempt.begin_step()
@@ -167,7 +169,7 @@ def test_login_attempts_and_cli_device_codes_work_on_a_cluster(stack):
     assert attempts.consume(attempt.state, binding).attempt_id == attempt.attempt_id
     attempts.finish(attempt)
 
-    devices = DeviceCodeStore(client, cipher, prefix)
+    devices = DeviceCodeStore(client, cipher, keys)
     now = time.time()
     assert devices.take("start", "10.0.0.9", limit=5, window=60)
     devices.give_back("start", "10.0.0.9")  # a Lua script on the counter's own slot

@@ -15,7 +15,7 @@ import yaml
 from gateway.config import GatewayConfig, parse_config
 from gateway.redis.clients import sync_client
 from gateway.sessions.credentials import SessionCredential
-from gateway.sessions.factory import session_admin, session_codec, sync_store
+from gateway.sessions.factory import keyspace, session_admin, sync_store
 from gateway.sessions.model import Identity, Session
 from tests.support.servers import RedisServer, base_config, gateway_env
 
@@ -56,7 +56,7 @@ def save_session(config: GatewayConfig, user: str) -> SessionCredential:
 
 
 def damage_index(config: GatewayConfig, user: str) -> str:
-    index = session_codec(config).user_index_key(user)
+    index = keyspace(config).user_index(user)
     entries = {**DAMAGED_ENTRIES, ODD_NAME: ODD_ENTRY}
     sync_client(config.redis).hset(index, mapping=entries)  # type: ignore[arg-type]
     return index

@@ -112,11 +112,11 @@ def test_operators_list_and_revoke_sessions_and_every_replica_honours_it(stack):
 
 
 def test_a_users_index_forgets_sessions_past_their_lifetime(stack):
-    from gateway.sessions.factory import session_codec
+    from gateway.sessions.factory import keyspace
 
     for _ in range(3):
         stack.create_session("dave", tokens={"primary": "tok"}, lifetime=1)
     time.sleep(1.2)
     stack.create_session("dave", tokens={"primary": "tok"}, lifetime=60)
-    index = session_codec(stack.config).user_index_key("dave")
+    index = keyspace(stack.config).user_index("dave")
     assert sync_client(stack.config.redis).hlen(index) == 1

@@ -13,7 +13,7 @@ import requests
 
 from gateway.redis.clients import sync_client
 from gateway.sessions.credentials import SessionCredential
-from gateway.sessions.factory import session_codec, sync_store
+from gateway.sessions.factory import keyspace, sync_store
 from gateway.sessions.model import Session
 from tests.support.checks import check, injected
 from tests.support.login import browser_login
@@ -116,7 +116,7 @@ def test_many_requests_at_expiry_across_two_replicas_cause_exactly_one_refresh(s
 def test_a_crashed_lock_holder_blocks_the_session_no_longer_than_the_lease(stack, logged_in):
     _, credential = logged_in
     age_token(stack, credential, "primary", expires_in=-1)  # already expired
-    lock = session_codec(stack.config).refresh_lock_key(credential.lookup_id, "primary")
+    lock = keyspace(stack.config).refresh_lock(credential.lookup_id, "primary")
     sync_client(stack.config.redis).set(lock, "a-process-that-died", px=1000)
 
     first = check(stack.workers[1].address, cookie(stack, credential))

@@ -13,7 +13,7 @@ import requests
 from gateway.config import GatewayConfig, load_config, provider_secret_variable
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import sync_store
-from gateway.sessions.model import Identity, Session, TokenSet
+from gateway.sessions.model import Identity, TokenSet
 from tests.support.dev_idp import DevIdp, start_dev_idp
 from tests.support.redis_topologies import RedisCluster3, SentinelGroup
 from tests.support.servers import (
@@ -63,17 +63,15 @@ class Stack:
         """Write a session straight into Redis, as the login app would."""
         now = time.time()
         token_expiry = int(now + token_ttl) if token_ttl is not None else 0
-        session = Session(
-            identity=Identity(subject=user, email=email, name=name),
-            created_at=int(now),
-            expires_at=int(now + lifetime),
-            tokens={
+        credential, _ = sync_store(self.config).create(
+            Identity(subject=user, email=email, name=name),
+            {
                 provider: TokenSet(access_token=token, expires_at=token_expiry)
                 for provider, token in (tokens or {}).items()
             },
+            now,
+            lifetime=lifetime,
         )
-        credential = SessionCredential.generate()
-        sync_store(self.config).save(credential, session)
         return credential
 
     def stop(self) -> None:

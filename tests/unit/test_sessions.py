@@ -12,6 +12,7 @@ from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
 from gateway.proto import gateway_session_pb2 as pb
 from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.keyspace import Keyspace
 from gateway.sessions.model import SCHEMA_VERSION, Identity, Session, SessionCodec, TokenSet
 from gateway.sessions.store import new_session_times, touch_ttl_ms, ttl_ms_for
 
@@ -30,7 +31,7 @@ def settings() -> SessionSettings:
 
 @pytest.fixture
 def codec() -> SessionCodec:
-    return SessionCodec(RecordCipher(["server-secret-" + "s" * 32]), key_prefix="gw:")
+    return SessionCodec(RecordCipher(["server-secret-" + "s" * 32]), Keyspace("gw:"))
 
 
 @pytest.fixture
