@@ -14,7 +14,7 @@ from gateway.proto import gateway_session_pb2 as pb
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.keyspace import Keyspace
 from gateway.sessions.model import SCHEMA_VERSION, Identity, Session, SessionCodec, TokenSet
-from gateway.sessions.store import new_session_times, touch_ttl_ms, ttl_ms_for
+from gateway.sessions.store import new_session, new_session_times, touch_ttl_ms, ttl_ms_for
 
 NOW = 1_700_000_000
 IDLE_S = 1800
@@ -222,6 +222,16 @@ def test_with_tokens_adds_a_provider_without_changing_the_original() -> None:
 
 def test_a_new_session_ends_one_absolute_lifetime_from_now(settings: SessionSettings) -> None:
     assert new_session_times(settings, NOW + 0.7) == (NOW, NOW + ABSOLUTE_S)
+
+
+def test_a_session_that_only_adds_providers_never_outlives_the_one_it_extends(
+    settings: SessionSettings,
+) -> None:
+    identity = Identity("alice")
+    fresh = new_session(settings, identity, {}, NOW)
+    assert (fresh.created_at, fresh.expires_at) == (NOW, NOW + ABSOLUTE_S)
+    assert new_session(settings, identity, {}, NOW, not_after=NOW + 60).expires_at == NOW + 60
+    assert new_session(settings, identity, {}, NOW, lifetime=5).expires_at == NOW + 5
 
 
 @pytest.mark.parametrize(
