@@ -1,4 +1,5 @@
-"""Serve the login app with a threaded WSGI server; SIGHUP reloads providers and routes."""
+"""Serve the login app with a threaded WSGI server; SIGHUP reloads what
+gateway.config.reload allows (both servers follow the same rule)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from collections.abc import Callable
 from werkzeug.serving import make_server
 
 from gateway.config import GatewayConfig
-from gateway.errors import ConfigError
+from gateway.config.reload import reload_config
 from gateway.observability.metrics import serve_metrics
 from login_app import create_app
-from login_app.services import build_services, init_app
+from login_app.services import build_services, init_app, services_of
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +28,19 @@ def serve(
     app = create_app(config)
     server = make_server(host, int(port), app, threaded=True)
 
+    running = [config]
+
     def reload(_signum: int, _frame: object) -> None:
         if load is None:
             return
-        try:
-            fresh = load()
-        except ConfigError as exc:
-            logger.error(
-                "reload refused; keeping the running configuration", extra={"why": str(exc)}
-            )
+        fresh = reload_config(running[0], load)
+        if fresh is None:
             return
-        # Requests under way keep the services they started with.
-        init_app(app, build_services(fresh))
+        running[0] = fresh
+        # Requests under way keep the services they started with. The Redis section is
+        # kept by the reload, so the running client (and its pool) serves on.
+        init_app(app, build_services(fresh, services_of(app).redis))
+        logging.getLogger().setLevel(fresh.log_level.upper())
         logger.info("configuration reloaded", extra={"providers": len(fresh.providers)})
 
     def stop(_signum: int, _frame: object) -> None:
