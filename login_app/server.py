@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from werkzeug.serving import make_server
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, join_host_port, split_host_port
 from gateway.config.reload import reload_config
 from gateway.observability.metrics import serve_metrics
 from login_app import create_app
@@ -24,9 +24,10 @@ def serve(
     load: Callable[[], GatewayConfig] | None = None,
 ) -> None:
     serve_metrics(config.login_app.metrics_listen)
-    host, _, port = (listen or config.login_app.listen).rpartition(":")
+    host, port = split_host_port(listen or config.login_app.listen, any_port=True)
     app = create_app(config)
-    server = make_server(host, int(port), app, threaded=True)
+    # Werkzeug picks the address family from the host: "::1" serves on IPv6.
+    server = make_server(host, port, app, threaded=True)
 
     running = [config]
 
@@ -48,5 +49,5 @@ def serve(
 
     signal.signal(signal.SIGHUP, reload)
     signal.signal(signal.SIGTERM, stop)
-    logger.info("login app listening", extra={"address": f"{host}:{server.server_port}"})
+    logger.info("login app listening", extra={"address": join_host_port(host, server.server_port)})
     server.serve_forever()
