@@ -23,6 +23,7 @@ from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision
 from ext_authz.reporting import INTERNAL_ERROR, record_decision
 from ext_authz.request import CheckRequest
+from gateway.config import join_host_port, split_host_port
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ async def start_http_server(
         path = listen.removeprefix("unix:")
         server = await loop.create_unix_server(factory, path)
         return HttpTransport(server, f"unix:{path}")
-    host, _, port = listen.rpartition(":")
-    server = await loop.create_server(factory, host, int(port), reuse_address=True)
+    host, port = split_host_port(listen, any_port=True)
+    server = await loop.create_server(factory, host, port, reuse_address=True)
     bound = server.sockets[0].getsockname()[1]
-    return HttpTransport(server, f"{host}:{bound}")
+    return HttpTransport(server, join_host_port(host, bound))

@@ -9,11 +9,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from urllib.parse import urlsplit
 
-from gateway.errors import CredentialError
-from gateway.sessions.credentials import SessionCredential, looks_like_credential
+# The decision core, its tests and tools take these from here, next to CheckRequest.
+from gateway.sessions.credentials import (
+    CredentialSource as CredentialSource,
+)
+from gateway.sessions.credentials import (
+    PresentedCredential,
+    bearer_text,
+    read_presented,
+)
+from gateway.sessions.credentials import (
+    split_cookies as split_cookies,
+)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -34,31 +43,6 @@ class CheckRequest:
     @property
     def path_only(self) -> str:
         return self.path.split("?", 1)[0]
-
-
-class CredentialSource(Enum):
-    COOKIE = "cookie"
-    BEARER = "bearer"
-
-
-@dataclass(frozen=True, slots=True)
-class PresentedCredential:
-    credential: SessionCredential
-    source: CredentialSource
-
-
-def split_cookies(cookie_header: str) -> list[tuple[str, str]]:
-    """Name/value pairs of a Cookie header.
-
-    Envoy joins repeated Cookie headers (HTTP/2 sends one per cookie) with commas, so both
-    ';' and ',' separate pairs; neither may appear in a cookie value (RFC 6265 cookie-octet).
-    """
-    pairs = []
-    for chunk in cookie_header.replace(",", ";").split(";"):
-        name, sep, value = chunk.strip().partition("=")
-        if sep and name:
-            pairs.append((name.strip(), value.strip().strip('"')))
-    return pairs
 
 
 def cookie_header_without(cookie_header: str, names: frozenset[str]) -> str:
@@ -88,36 +72,17 @@ def _is_named(piece: str, names: frozenset[str]) -> bool:
 def read_credential(
     request: CheckRequest, cookie_names: frozenset[str], max_cookie_bytes: int
 ) -> PresentedCredential | None:
-    """The session credential the request carries, None if it carries none.
-
-    A bearer token wins over the cookie: API clients say what they mean explicitly. Raises
-    :class:`CredentialError` for a credential that is present but unusable.
-    """
-    bearer = bearer_credential_text(request)
-    if bearer is not None:
-        return PresentedCredential(SessionCredential.parse(bearer), CredentialSource.BEARER)
-
-    cookie_header = request.header("cookie")
-    if not cookie_header:
-        return None
-    if len(cookie_header.encode("utf-8", "surrogatepass")) > max_cookie_bytes:
-        raise CredentialError("cookie header is too large")
-    values = {value for name, value in split_cookies(cookie_header) if name in cookie_names}
-    if not values:
-        return None
-    if len(values) > 1:
-        # Two different session cookies (cookie tossing from a sibling host or path): we
-        # cannot tell which one the user meant, so neither is trusted.
-        raise CredentialError("more than one session cookie")
-    return PresentedCredential(SessionCredential.parse(values.pop()), CredentialSource.COOKIE)
+    """The session credential the request carries (the rule is the shared one of
+    :func:`gateway.sessions.credentials.read_presented`); raises :class:`CredentialError`
+    for one that is present but unusable."""
+    return read_presented(
+        request.header("authorization"), request.header("cookie"), cookie_names, max_cookie_bytes
+    )
 
 
 def bearer_credential_text(request: CheckRequest) -> str | None:
-    """The gateway token sent as ``Authorization: Bearer gws_…``, unparsed; None for no
-    Authorization header or one meant for the backend (a foreign JWT, Basic, ...)."""
-    scheme, _, token = request.header("authorization").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and looks_like_credential(token) else None
+    """The gateway token in the Authorization header, unparsed (see ``bearer_text``)."""
+    return bearer_text(request.header("authorization"))
 
 
 def is_preflight(request: CheckRequest) -> bool:

@@ -5,7 +5,8 @@ health and reflection) or its HTTP mode (``ext_authz.transport: http``). ``start
 binds port 0 in tests and returns the bound address; ``serve`` runs until SIGTERM/SIGINT,
 then reports NOT_SERVING, lets in-flight checks finish within the grace period and closes
 Redis. Health is NOT_SERVING while Redis cannot be reached (the invalidation feed tells) and
-during shutdown. SIGHUP reloads routes and providers; an invalid file keeps the old ones.
+during shutdown. SIGHUP reloads what gateway.config.reload allows; an invalid file keeps the
+running configuration.
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ from typing import Protocol
 from ext_authz.components import Components, build_components, decision_parts
 from ext_authz.reporting import log_decisions
 from gateway.config import GatewayConfig
-from gateway.errors import ConfigError
+from gateway.config.reload import reload_config
 from gateway.observability.metrics import serve_metrics
 
 logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5.0
-# What a running worker cannot change on SIGHUP (sockets, Redis, keys, process layout).
-RESTART_ONLY = ("redis", "session", "ext_authz", "envoy", "public_url")
 ConfigLoader = Callable[[], GatewayConfig]
 
 
@@ -103,20 +102,11 @@ async def start_server(config: GatewayConfig, listen: str | None = None) -> Runn
 
 
 def reload(running: RunningServer, current: GatewayConfig, load: ConfigLoader) -> GatewayConfig:
-    """Swap in routes and providers from the config file; keep the old ones if it is bad."""
-    try:
-        fresh = load()
-    except ConfigError as exc:
-        logger.error("reload refused; keeping the running configuration", extra={"why": str(exc)})
+    """Swap in what a reload may change (routes, providers, tokens, ...; see
+    gateway.config.reload); keep the running configuration if the file is bad."""
+    fresh = reload_config(current, load)
+    if fresh is None:
         return current
-    for section in RESTART_ONLY:
-        if getattr(fresh, section) != getattr(current, section):
-            logger.warning("reload: this section needs a restart", extra={"section": section})
-    # What needs a restart keeps its running value, so the decisions match the sockets,
-    # cookies and keys this process actually has.
-    fresh = fresh.model_copy(
-        update={section: getattr(current, section) for section in RESTART_ONLY}
-    )
     components = running.components
     decider, refresher = decision_parts(fresh, components.store)
     components.authorizer.reconfigure(decider, refresher)

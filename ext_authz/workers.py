@@ -40,13 +40,11 @@ def _worker_main(
     configure_logging(config.log_level, worker=index)
     if load is not None:
         # A restarted worker must run the configuration of the latest reload, not the one
-        # the supervisor started with; an unreadable file keeps the one it was given.
-        from gateway.errors import ConfigError
+        # the supervisor started with, under the same rule as a reload: what needs a restart
+        # stays as its siblings run it. An unreadable file keeps the one it was given.
+        from gateway.config.reload import reload_config
 
-        try:
-            config = load()
-        except ConfigError:
-            logging.getLogger(__name__).exception("worker keeps its start-up configuration")
+        config = reload_config(config, load) or config
     # The supervisor serves every worker's metrics summed (prometheus multiprocess mode).
     asyncio.run(serve(config, endpoint, load=load, metrics=False))
 

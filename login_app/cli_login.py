@@ -39,7 +39,7 @@ from gateway.config import CLIENT_ADDRESS_HEADER
 from gateway.errors import ProviderFailure, StoreUnavailable
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.model import Session
-from login_app.cookies import parse_credential
+from login_app.cookies import cookie_credential
 from login_app.device_codes import (
     GUESS_LIMIT,
     GUESS_WINDOW_SECONDS,
@@ -223,7 +223,7 @@ def _pending_record(user_code: str) -> DeviceRecord:
 
 def _approver(svc: Services) -> tuple[SessionCredential, Session] | None:
     # Only a browser's cookie approves: a CLI's bearer token must not approve another CLI.
-    credential = parse_credential(request.cookies.get(svc.config.cookie_name))
+    credential = cookie_credential(request, svc.config)
     session = svc.live_session(credential)
     if credential is None or session is None:
         return None

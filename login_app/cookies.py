@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response
 
 from gateway.config import LOGIN_BINDING_COOKIE, GatewayConfig
 from gateway.errors import CredentialError
-from gateway.sessions.credentials import SessionCredential, looks_like_credential
+from gateway.sessions.credentials import SessionCredential, read_presented
 from login_app.attempts import ATTEMPT_TTL_SECONDS
 
 
@@ -67,8 +67,27 @@ def parse_credential(text: str | None) -> SessionCredential | None:
 
 
 def request_credential(request: Request, config: GatewayConfig) -> SessionCredential | None:
-    """The session credential a request carries: bearer token first, then the cookie."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and looks_like_credential(token.strip()):
-        return parse_credential(token.strip())
-    return parse_credential(request.cookies.get(config.cookie_name))
+    """The session credential a request carries, read by the rule ext_authz reads it by:
+    a bearer token first, then the cookie; None for none or an unusable one (two different
+    session cookies among them)."""
+    return _presented(request.headers.get("Authorization", ""), request, config)
+
+
+def cookie_credential(request: Request, config: GatewayConfig) -> SessionCredential | None:
+    """The browser's session cookie only (a bearer token does not count), by the same rule."""
+    return _presented("", request, config)
+
+
+def _presented(
+    authorization: str, request: Request, config: GatewayConfig
+) -> SessionCredential | None:
+    try:
+        presented = read_presented(
+            authorization,
+            request.headers.get("Cookie", ""),
+            (config.cookie_name,),
+            config.ext_authz.max_cookie_header_bytes,
+        )
+    except CredentialError:
+        return None
+    return presented.credential if presented is not None else None

@@ -90,6 +90,10 @@ def init_app(app: Flask, services: Services) -> None:
     app.extensions["gateway"] = services
 
 
+def services_of(app: Flask) -> Services:
+    return app.extensions["gateway"]  # type: ignore[no-any-return]  # Flask types it Any
+
+
 def services() -> Services:
     return current_app.extensions["gateway"]  # type: ignore[no-any-return]
 

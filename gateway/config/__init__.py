@@ -28,6 +28,7 @@ from gateway.config.values import (
     LOGIN_BINDING_COOKIE,
     MAX_DURATION_SECONDS,
     is_loopback,
+    join_host_port,
     split_host_port,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "TokenFormat",
     "TokenSettings",
     "is_loopback",
+    "join_host_port",
     "load_config",
     "parse_config",
     "provider_secret_variable",

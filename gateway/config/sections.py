@@ -22,9 +22,8 @@ from gateway.config.values import (
     MIN_SECRET_LENGTH,
     Duration,
     HostPort,
+    ListenAddress,
     _http_url,
-    _is_listen_address,
-    _metrics_listen,
     _Model,
     _origin_of,
     _parse_duration,
@@ -231,15 +230,10 @@ class ExtAuthzSettings(_Model):
         "grpc", description="Envoy's ext_authz mode: grpc (reference) or http (http_service)."
     )
     workers: int = Field(1, ge=1, le=64, description="Worker processes, one endpoint each.")
-    metrics_listen: str | None = Field(
+    metrics_listen: HostPort | None = Field(
         "127.0.0.1:9464",
         description="host:port of the Prometheus /metrics endpoint (all workers summed); null: off",
     )
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _metrics(cls, value: str | None) -> str | None:
-        return _metrics_listen(value)
 
     timeout: Duration = Field(1.0, description="How long Envoy waits for a decision.")
     allowed_origins: tuple[str, ...] = Field(
@@ -272,8 +266,10 @@ class ExtAuthzSettings(_Model):
             if not value.removeprefix("unix:").startswith("/"):
                 raise ValueError("a unix socket path must be absolute: unix:/path")
             return value
-        if not _is_listen_address(value):
-            raise ValueError("must be host:port or unix:/path")
+        try:
+            split_host_port(value, any_port=True)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (or unix:/path)") from None
         return value
 
     @model_validator(mode="after")
@@ -301,25 +297,15 @@ class ExtAuthzSettings(_Model):
 
 
 class LoginAppSettings(_Model):
-    listen: str = Field("127.0.0.1:5000", description="host:port the login app serves on.")
+    listen: ListenAddress = Field(
+        "127.0.0.1:5000", description="host:port the login app serves on."
+    )
     path_prefix: str = Field(
         "/auth", description="Where Envoy routes to the login app (without ext_authz)."
     )
-    metrics_listen: str | None = Field(
+    metrics_listen: HostPort | None = Field(
         "127.0.0.1:9465", description="host:port of the Prometheus /metrics endpoint; null: off"
     )
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _metrics(cls, value: str | None) -> str | None:
-        return _metrics_listen(value)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        if not _is_listen_address(value):
-            raise ValueError("must be host:port")
-        return value
 
     @field_validator("path_prefix")
     @classmethod

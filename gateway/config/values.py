@@ -108,32 +108,47 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def split_host_port(value: str, *, any_port: bool = False) -> tuple[str, int]:
+    """``host:port`` or ``[IPv6]:port`` as (host without brackets, port), for binding or
+    connecting; the one parser every address in the config goes through.
+
+    ``any_port`` admits port 0 (a server binds any free port). Raises ValueError: an IPv6
+    address must be in brackets, as in URLs (``::1:80`` could be read two ways).
+    """
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        try:
+            valid_host = bool(sep) and ipaddress.ip_address(host).version == 6
+        except ValueError:
+            valid_host = False
+        if not valid_host:
+            raise ValueError("must be host:port, an IPv6 address in brackets ([::1]:port)")
+    else:
+        host, sep, port = value.rpartition(":")
+        if ":" in host:
+            raise ValueError("must be host:port; write an IPv6 address in brackets ([::1]:port)")
+        if not sep or not host:
+            raise ValueError("must be host:port")
+    if not (port.isascii() and port.isdigit()) or not (0 if any_port else 1) <= int(port) <= 65535:
+        raise ValueError(f"must be host:port with a port from {0 if any_port else 1} to 65535")
+    return host, int(port)
+
+
+def join_host_port(host: str, port: int) -> str:
+    """The inverse of :func:`split_host_port`: brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ValueError("must be host:port")
+    split_host_port(value)
     return value
 
 
+def _listen_address(value: str) -> str:
+    split_host_port(value, any_port=True)
+    return value
+
+
+# An address to connect to (or serve metrics on), and one a server binds (port 0: any).
 HostPort = Annotated[str, AfterValidator(_host_port)]
-
-
-def split_host_port(host_port: str) -> tuple[str, int]:
-    """A validated ``host:port`` (``[v6]:port`` too) as (host, port), for binding or connecting."""
-    host, _, port = host_port.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def _is_listen_address(value: str) -> bool:
-    """host:port a server can bind (port 0: any free port)."""
-    host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isascii() and port.isdigit() and int(port) <= 65535)
-
-
-def _metrics_listen(value: str | None) -> str | None:
-    if value is None:
-        return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ValueError("must be host:port (or null to serve no metrics)")
-    return value
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]

@@ -1,5 +1,8 @@
 """Session credentials: what a browser keeps in its cookie and a CLI sends as a bearer token.
 
+How a request carries one is read here too (:func:`read_presented`), by both servers, so
+ext_authz and the login app never disagree about which session a request belongs to.
+
 A credential is ``gws_<session id>.<session secret>``, both 32 random bytes in unpadded
 base64url. The id names the session (only its hash is ever used as a Redis key); the secret
 never leaves the client and is half of the session's encryption key, so a Redis dump alone
@@ -13,7 +16,9 @@ import binascii
 import hashlib
 import re
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
+from enum import Enum
 from functools import cached_property
 
 from gateway.errors import CredentialError
@@ -94,3 +99,69 @@ _PARSED_MAX = 50_000
 def looks_like_credential(text: str) -> bool:
     """Cheap test used to tell our bearer tokens from other Authorization values."""
     return text.startswith(PREFIX)
+
+
+class CredentialSource(Enum):
+    COOKIE = "cookie"
+    BEARER = "bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedCredential:
+    credential: SessionCredential
+    source: CredentialSource
+
+
+def split_cookies(cookie_header: str) -> list[tuple[str, str]]:
+    """Name/value pairs of a Cookie header.
+
+    Envoy joins repeated Cookie headers (HTTP/2 sends one per cookie) with commas, so both
+    ';' and ',' separate pairs; neither may appear in a cookie value (RFC 6265 cookie-octet).
+    """
+    pairs = []
+    for chunk in cookie_header.replace(",", ";").split(";"):
+        name, sep, value = chunk.strip().partition("=")
+        if sep and name:
+            pairs.append((name.strip(), value.strip().strip('"')))
+    return pairs
+
+
+def bearer_text(authorization: str) -> str | None:
+    """The gateway token sent as ``Authorization: Bearer gws_…``, unparsed; None for no
+    Authorization header or one meant for the backend (a foreign JWT, Basic, ...)."""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and looks_like_credential(token) else None
+
+
+def read_presented(
+    authorization: str,
+    cookie_header: str,
+    cookie_names: Collection[str],
+    max_cookie_bytes: int,
+) -> PresentedCredential | None:
+    """The session credential a request carries, None if it carries none: the one rule
+    both servers read requests by.
+
+    A bearer token wins over the cookie: API clients say what they mean explicitly (pass
+    ``authorization=""`` where only a browser's cookie may count). Raises
+    :class:`CredentialError` for a credential that is present but unusable.
+    """
+    bearer = bearer_text(authorization)
+    if bearer is not None:
+        return PresentedCredential(SessionCredential.parse(bearer), CredentialSource.BEARER)
+    if not cookie_header:
+        return None
+    if len(cookie_header.encode("utf-8", "surrogatepass")) > max_cookie_bytes:
+        raise CredentialError("cookie header is too large")
+    values = {value for name, value in split_cookies(cookie_header) if name in cookie_names}
+    if not values:
+        return None
+    if len(values) > 1:
+        # Two different session cookies mean someone planted one (cookie tossing from a
+        # sibling host or a more specific path, which browsers send first). Taking either
+        # could act in the attacker's session (say, approve a CLI login into it, or end the
+        # wrong one), so a request with two is treated as carrying an unusable credential by
+        # both servers alike; the same cookie twice is harmless and counts once.
+        raise CredentialError("more than one session cookie")
+    return PresentedCredential(SessionCredential.parse(values.pop()), CredentialSource.COOKIE)

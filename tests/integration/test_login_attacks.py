@@ -246,3 +246,22 @@ def test_a_good_id_token_passes_and_rotated_keys_are_picked_up(stack, primary_cl
     primary_client._keys.fetched_at -= 60  # past the refetch rate limit
     token = stack.idps["primary"].sign(_claims(stack))
     assert primary_client.verify_id_token(token, "n-1", time.time())["sub"] == "u1"
+
+
+def test_both_servers_refuse_a_request_with_two_different_session_cookies(stack):
+    """A tossed cookie (planted by a sibling host or for a narrower path) arrives next to the
+    user's own; ext_authz and the login app read the request by one rule, so neither acts in
+    either session. The same cookie sent twice is still the user's."""
+    user = stack.create_session("alice", tokens={"primary": "alice-token"})
+    planted = stack.create_session("mallory", tokens={"primary": "mallory-token"})
+    name = stack.cookie_name
+
+    def statuses(cookie_header: str) -> tuple[int, int]:
+        headers = {"Cookie": cookie_header, "Accept": "application/json"}
+        backend = requests.get(stack.url + "/api/x", headers=headers, timeout=10)
+        profile = requests.get(stack.url + "/auth/user", headers=headers, timeout=10)
+        return backend.status_code, profile.status_code
+
+    assert statuses(f"{name}={planted.encode()}; {name}={user.encode()}") == (401, 401)
+    assert statuses(f"{name}={user.encode()}; {name}={planted.encode()}") == (401, 401)
+    assert statuses(f"{name}={user.encode()}; {name}={user.encode()}") == (200, 200)

@@ -247,5 +247,8 @@ class LoginAppServer:
     def output(self) -> str:
         return self._process.output()
 
+    def signal(self, signum: int) -> None:
+        self._process.signal(signum)
+
     def stop(self) -> None:
         self._process.stop()
