@@ -35,7 +35,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response as BaseResponse
 
-from gateway.config import CLIENT_ADDRESS_HEADER
+from gateway.contract import CLIENT_ADDRESS_HEADER
 from gateway.errors import ProviderFailure, StoreUnavailable
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.model import Session

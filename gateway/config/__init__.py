@@ -24,16 +24,12 @@ from gateway.config.sections import (
     TokenSettings,
 )
 from gateway.config.values import (
-    CLIENT_ADDRESS_HEADER,
-    LOGIN_BINDING_COOKIE,
     MAX_DURATION_SECONDS,
     is_loopback,
     split_host_port,
 )
 
 __all__ = [
-    "CLIENT_ADDRESS_HEADER",
-    "LOGIN_BINDING_COOKIE",
     "MAX_DURATION_SECONDS",
     "ClaimNames",
     "EnvoySettings",
