@@ -31,7 +31,7 @@ class _Cached:
     async def load(self, credential: SessionCredential) -> Session:
         return self._session
 
-    def remember(self, credential: SessionCredential, session: Session) -> None:
+    def evict(self, credential: SessionCredential) -> None:
         pass
 
 
