@@ -90,7 +90,7 @@ def init_app(app: Flask, services: Services) -> None:
 
 
 def services() -> Services:
-    return current_app.extensions["gateway"]  # type: ignore[no-any-return]
+    return current_app.extensions["gateway"]
 
 
 def request_session(svc: Services) -> tuple[SessionCredential | None, Session | None]:
