@@ -22,8 +22,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass(frozen=True, slots=True)
 class CheckRequest:
-    """A request as Envoy described it; header names are lower-case, and only those in
-    ``contract.FORWARDED_REQUEST_HEADERS`` ever arrive."""
+    """A request as Envoy described it; header names are lower-case. Our own Envoy sends
+    only ``contract.FORWARDED_REQUEST_HEADERS`` (a mesh's may send more), and nothing here
+    reads any other."""
 
     method: str
     path: str  # includes the query string

@@ -12,8 +12,8 @@ from __future__ import annotations
 # HTTP mode: Envoy puts this before the original path (``http_service.path_prefix``), and
 # ext_authz takes it off again to decide on the path the backend will see.
 CHECK_PATH_PREFIX = "/check"
-# HTTP mode: the path of Envoy's health check of each worker (several workers only); gRPC
-# mode uses the standard gRPC health service instead.
+# HTTP mode: the path ext_authz answers health on, which Envoy checks each worker at when
+# there are several; gRPC mode uses the standard gRPC health service instead.
 HEALTH_PATH = "/healthz"
 # HTTP mode: an allowing reply names here the request headers Envoy must remove.
 HEADERS_TO_REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
@@ -35,7 +35,7 @@ X_REQUEST_ID = "x-request-id"
 CONTENT_TYPE = "content-type"
 UPGRADE = "upgrade"
 
-# Envoy sends ext_authz these and no others (never the body): the decision reads them all but
+# Our Envoy sends ext_authz these and no others (never the body): ext_authz reads all but
 # SEC_FETCH_SITE and CONTENT_TYPE, which are forwarded though nothing reads them today. The
 # order is the order of the rendered ``allowed_headers`` and of the deploy manifests' lists.
 FORWARDED_REQUEST_HEADERS = (
