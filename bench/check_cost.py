@@ -17,6 +17,7 @@ from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Decider
 from ext_authz.grpc_service import AuthorizationService
 from gateway.config import parse_config
+from gateway.contract import ROUTE_KEY
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.model import Identity, Session, TokenSet
 
@@ -30,7 +31,7 @@ class _Cached:
     async def load(self, credential: SessionCredential) -> Session:
         return self._session
 
-    def remember(self, credential: SessionCredential, session: Session) -> None:
+    def evict(self, credential: SessionCredential) -> None:
         pass
 
 
@@ -59,7 +60,7 @@ def main() -> None:
     http.method, http.path = "GET", "/api/projects"
     http.headers["cookie"] = f"{config.cookie_name}={credential.encode()}; theme=dark"
     http.headers["x-request-id"] = "bench"
-    request.attributes.context_extensions["route"] = "api"
+    request.attributes.context_extensions[ROUTE_KEY] = "api"
 
     async def run() -> float:
         for _ in range(1000):  # warm caches

@@ -17,6 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 
 from bench.errors import BenchError
+from gateway.contract import ROUTE_KEY
 
 CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check"
 
@@ -46,7 +47,7 @@ def check_request(path: str, route: str, cookie: str, host: str) -> auth_pb2.Che
             source=_peer(40000),
             destination=_peer(int(host.rpartition(":")[2] or 80)),
             request=request,
-            context_extensions={"route": route},
+            context_extensions={ROUTE_KEY: route},
         )
     )
 

@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.envoy.render import EXT_AUTHZ_ALLOWED_HEADERS
+from gateway.contract import FORWARDED_REQUEST_HEADERS
 
 _TYPE = "type.googleapis.com/"
 _HCM = "envoy.filters.network.http_connection_manager"
@@ -136,7 +136,7 @@ def front_bootstrap(
 def native_ext_authz(authz_port: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(b): ext_authz in HTTP mode, settings as the gateway's gRPC one (fail closed, the same
     allowed headers), asking the backend Envoy, which allows at once."""
-    patterns = [{"exact": name, "ignore_case": True} for name in EXT_AUTHZ_ALLOWED_HEADERS]
+    patterns = [{"exact": name, "ignore_case": True} for name in FORWARDED_REQUEST_HEADERS]
     service = {
         "server_uri": {
             "uri": f"http://127.0.0.1:{authz_port}",

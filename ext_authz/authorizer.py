@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 class SessionSource(Protocol):
     async def load(self, credential: SessionCredential) -> Session | None: ...
 
-    def remember(self, credential: SessionCredential, session: Session) -> None: ...
+    def evict(self, credential: SessionCredential) -> None: ...
 
 
 class Authorizer:
@@ -72,7 +72,7 @@ class Authorizer:
         ):
             try:
                 session = await self._refresher.refreshed(step.presented.credential, provider_id)
-                self._sessions.remember(step.presented.credential, session)
+                self._sessions.evict(step.presented.credential)
             except RefreshFailed as exc:
                 # Keep the session: the old token serves while still valid, else 503.
                 logger.info("refresh not done", extra={"reason": exc.reason})

@@ -32,7 +32,8 @@ from ext_authz.request import (
     read_credential,
     request_origin,
 )
-from gateway.config import LOGIN_BINDING_COOKIE, GatewayConfig, Route, TokenFormat
+from gateway import contract
+from gateway.config import GatewayConfig, Route, TokenFormat
 from gateway.errors import CredentialError
 from gateway.sessions.model import Identity, Session, TokenSet
 
@@ -135,8 +136,8 @@ class Decider:
                 config.cookie_name,
                 config.session.cookie_name,
                 # The login app's binding cookie is ours too: no backend needs to see it.
-                LOGIN_BINDING_COOKIE,
-                "__Host-" + LOGIN_BINDING_COOKIE,
+                contract.LOGIN_BINDING_COOKIE,
+                "__Host-" + contract.LOGIN_BINDING_COOKIE,
             }
         )
         self._max_cookie_bytes = config.ext_authz.max_cookie_header_bytes
@@ -144,7 +145,7 @@ class Decider:
         self._identity_names = config.identity_headers.names()
         self._allowed_origins = frozenset({config.public_origin, *config.ext_authz.allowed_origins})
         self._public_url = config.public_url
-        self._login_url = f"{config.public_url}{config.login_app.path_prefix}/login"
+        self._login_url = f"{config.public_url}{config.login_app.path_prefix}{contract.LOGIN_PATH}"
         self._on_demand = frozenset(
             provider.id for provider in config.providers if not provider.login_sequence
         )
@@ -287,13 +288,13 @@ class Decider:
     ) -> Allow:
         set_names = {name for name, _ in set_headers}
         remove = [name for name in self._managed if name not in set_names]
-        cookie_header = request.header("cookie")
+        cookie_header = request.header(contract.COOKIE)
         if cookie_header and any(name in cookie_header for name in self._cookie_names):
             kept = cookie_header_without(cookie_header, self._cookie_names)
             if not kept:
-                remove.append("cookie")
+                remove.append(contract.COOKIE)
             elif kept != cookie_header:
-                set_headers.append(("cookie", kept))
+                set_headers.append((contract.COOKIE, kept))
         return Allow(route.name, reason, tuple(set_headers), tuple(remove))
 
     def _refuse(
@@ -343,9 +344,9 @@ class Decider:
         """Where to log in (at ``provider`` too, when given) and come back to this request's
         URL (always on our own origin)."""
         path = request.path if request.path.startswith("/") else "/"
-        query = {"redirect_url": self._public_url + path}
+        query = {contract.REDIRECT_URL_PARAMETER: self._public_url + path}
         if provider is not None:
-            query["provider"] = provider
+            query[contract.PROVIDER_PARAMETER] = provider
         return self._login_url + "?" + urlencode(query)
 
 

@@ -19,6 +19,7 @@ from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision
 from ext_authz.reporting import INTERNAL_ERROR, record_decision
 from ext_authz.request import CheckRequest
+from gateway import contract
 
 if TYPE_CHECKING:
     from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
@@ -65,7 +66,7 @@ def from_check_request(message: auth_pb2.CheckRequest) -> CheckRequest:
         method=http.method,
         path=http.path,
         headers=http.headers,
-        route_name=message.attributes.context_extensions.get("route"),
+        route_name=message.attributes.context_extensions.get(contract.ROUTE_KEY),
     )
 
 

@@ -1,11 +1,11 @@
 """Envoy's HTTP ext_authz mode (``http_service``): the same decision core over plain HTTP/1.1.
 
-Envoy sends each request's method, path (behind ``PATH_PREFIX``) and allowed headers with no
-body; a 200 reply allows it, and Envoy copies the reply's allowed upstream headers onto the
-request and removes those named in ``x-envoy-auth-headers-to-remove``; any other reply is
-sent to the client as it is. The peer is our own Envoy on a private socket, so this parser
-is deliberately small: it reads request heads, never bodies, and closes the connection on
-anything malformed or oversized.
+Envoy sends each request's method, path (behind ``contract.CHECK_PATH_PREFIX``) and allowed
+headers with no body; a 200 reply allows it, and Envoy copies the reply's allowed upstream
+headers onto the request and removes those named in ``contract.HEADERS_TO_REMOVE_HEADER``; any
+other reply is sent to the client with the headers Envoy lets through. The peer is our own
+Envoy on a private socket, so this parser is deliberately small: it reads request heads, never
+bodies, and closes the connection on anything malformed or oversized.
 
 HTTP mode carries no ``context_extensions``: the route comes from the longest matching
 prefix, which is how Envoy itself chose the route.
@@ -23,12 +23,11 @@ from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision
 from ext_authz.reporting import INTERNAL_ERROR, record_decision
 from ext_authz.request import CheckRequest
+from gateway import contract
 from gateway.config import join_host_port, split_host_port
 
 logger = logging.getLogger(__name__)
 
-PATH_PREFIX = "/check"
-HEALTH_PATH = "/healthz"
 MAX_HEAD_BYTES = 64 * 1024
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
@@ -60,7 +59,8 @@ def render_response(decision: Decision) -> bytes:
         lines = ["HTTP/1.1 200 OK"]
         lines += [f"{name}: {value}" for name, value in decision.set_headers]
         if decision.remove_headers:
-            lines.append("x-envoy-auth-headers-to-remove: " + ",".join(decision.remove_headers))
+            removed = ",".join(decision.remove_headers)
+            lines.append(f"{contract.HEADERS_TO_REMOVE_HEADER}: {removed}")
         lines.append("content-length: 0")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     body = decision.body.encode("utf-8")
@@ -117,7 +117,7 @@ class CheckConnection(asyncio.Protocol):
                 self._close()  # Envoy never sends these; refuse rather than guess
                 return
             method, target, headers = parsed
-            if target == HEALTH_PATH:
+            if target == contract.HEALTH_PATH:
                 reply = _HEALTHY if self._serving() else _UNHEALTHY
             else:
                 reply = render_response(await self._decide(method, target, headers))
@@ -126,7 +126,8 @@ class CheckConnection(asyncio.Protocol):
             self._transport.write(reply)
 
     async def _decide(self, method: str, target: str, headers: dict[str, str]) -> Decision:
-        path = target[len(PATH_PREFIX) :] if target.startswith(PATH_PREFIX + "/") else target
+        prefix = contract.CHECK_PATH_PREFIX
+        path = target[len(prefix) :] if target.startswith(prefix + "/") else target
         check = CheckRequest(method=method, path=path, headers=headers, route_name=None)
         started = asyncio.get_running_loop().time()
         try:
@@ -144,7 +145,7 @@ class HttpTransport:
         self.address = address
 
     def set_serving(self, serving: bool) -> None:
-        pass  # /healthz asks the running server each time
+        pass  # the health path asks the running server each time
 
     async def stop(self, grace: float) -> None:
         self._server.close()

@@ -8,6 +8,7 @@ from functools import lru_cache
 from ext_authz.decision import Allow, Decision, json_deny
 from ext_authz.metrics import CHECK_SECONDS, DECISIONS
 from ext_authz.request import CheckRequest
+from gateway import contract
 from gateway.observability.logs import FastLine
 
 _decision_line = FastLine("ext_authz.check")
@@ -43,7 +44,7 @@ def record_decision(
     _decision_line(
         "check",
         {
-            "request_id": check.header("x-request-id"),
+            "request_id": check.header(contract.X_REQUEST_ID),
             "route": decision.route,
             "decision": outcome,
             "reason": decision.reason,

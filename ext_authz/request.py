@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 # The decision core, its tests and tools take these from here, next to CheckRequest.
+from gateway import contract
 from gateway.sessions.credentials import (
     CredentialSource as CredentialSource,
 )
@@ -30,12 +31,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass(frozen=True, slots=True)
 class CheckRequest:
-    """A request as Envoy described it; header names are lower-case."""
+    """A request as Envoy described it; header names are lower-case. Our own Envoy sends
+    only ``contract.FORWARDED_REQUEST_HEADERS`` (a mesh's may send more), and nothing here
+    reads any other."""
 
     method: str
     path: str  # includes the query string
     headers: Mapping[str, str]
-    route_name: str | None = None  # from the route's context_extensions
+    route_name: str | None = None  # gRPC mode: context_extensions[contract.ROUTE_KEY]
 
     def header(self, name: str) -> str:
         return self.headers.get(name, "")
@@ -76,46 +79,49 @@ def read_credential(
     :func:`gateway.sessions.credentials.read_presented`); raises :class:`CredentialError`
     for one that is present but unusable."""
     return read_presented(
-        request.header("authorization"), request.header("cookie"), cookie_names, max_cookie_bytes
+        request.header(contract.AUTHORIZATION),
+        request.header(contract.COOKIE),
+        cookie_names,
+        max_cookie_bytes,
     )
 
 
 def bearer_credential_text(request: CheckRequest) -> str | None:
     """The gateway token in the Authorization header, unparsed (see ``bearer_text``)."""
-    return bearer_text(request.header("authorization"))
+    return bearer_text(request.header(contract.AUTHORIZATION))
 
 
 def is_preflight(request: CheckRequest) -> bool:
     """A CORS preflight: browsers send it without credentials, so it cannot be authenticated."""
     return (
         request.method == "OPTIONS"
-        and bool(request.header("origin"))
-        and bool(request.header("access-control-request-method"))
+        and bool(request.header(contract.ORIGIN))
+        and bool(request.header(contract.ACCESS_CONTROL_REQUEST_METHOD))
     )
 
 
 def is_websocket_upgrade(request: CheckRequest) -> bool:
-    return "websocket" in request.header("upgrade").lower()
+    return "websocket" in request.header(contract.UPGRADE).lower()
 
 
 def is_browser_navigation(request: CheckRequest) -> bool:
     """A page load the browser will follow a redirect for (not an XHR/fetch or API call)."""
     if request.method not in ("GET", "HEAD"):
         return False
-    if request.header("x-requested-with").lower() == "xmlhttprequest":
+    if request.header(contract.X_REQUESTED_WITH).lower() == "xmlhttprequest":
         return False
-    fetch_mode = request.header("sec-fetch-mode").lower()
+    fetch_mode = request.header(contract.SEC_FETCH_MODE).lower()
     if fetch_mode and fetch_mode != "navigate":
         return False
-    return "text/html" in request.header("accept").lower()
+    return "text/html" in request.header(contract.ACCEPT).lower()
 
 
 def request_origin(request: CheckRequest) -> str | None:
     """The origin that sent the request: Origin, else the Referer's origin, else None."""
-    origin = request.header("origin").strip().lower()
+    origin = request.header(contract.ORIGIN).strip().lower()
     if origin:
         return origin
-    referer = request.header("referer").strip()
+    referer = request.header(contract.REFERER).strip()
     if referer:
         try:
             parts = urlsplit(referer)

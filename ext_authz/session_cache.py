@@ -123,9 +123,10 @@ class CachedSessions:
             self._cache.put(credential, session)
         return session
 
-    def remember(self, credential: SessionCredential, session: Session) -> None:
-        """This worker just changed the session (refreshed tokens): forget the old copy; the
-        next check reads the new one (caching it here could race a logout's invalidation)."""
+    def evict(self, credential: SessionCredential) -> None:
+        """Drop this worker's copy of a session it just changed (refreshed tokens): the next
+        check reads the new one from Redis (caching it here could race a logout's
+        invalidation)."""
         self._cache.evict(credential.lookup_id)
 
     def start(self) -> None:

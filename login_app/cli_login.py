@@ -35,7 +35,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response as BaseResponse
 
-from gateway.config import CLIENT_ADDRESS_HEADER
+from gateway.contract import CLIENT_ADDRESS_HEADER
 from gateway.errors import ProviderFailure, StoreUnavailable
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.model import Session
@@ -251,7 +251,11 @@ def _refuse_cross_site(svc: Services) -> None:
         raise ApprovalForged("the browser says the approval came from another site")
 
 
-def _respond(error: LoginError) -> tuple[BaseResponse, int] | tuple[str, int, dict[str, str]]:
+# What the error handlers below answer: JSON for the CLI, else a page with its headers.
+_ErrorReply = tuple[BaseResponse, int] | tuple[str, int, dict[str, str]]
+
+
+def _respond(error: LoginError) -> _ErrorReply:
     return _page(error) if request.endpoint in _BROWSER_ENDPOINTS else error_json(error)
 
 
@@ -262,25 +266,25 @@ def _page(error: LoginError) -> tuple[str, int, dict[str, str]]:
 
 
 @blueprint.errorhandler(LoginError)
-def _login_error(error: LoginError):  # type: ignore[no-untyped-def]
+def _login_error(error: LoginError) -> _ErrorReply:
     logger.info("cli login error", extra={"code": error.code, "detail": str(error)})
     return _respond(error)
 
 
 @blueprint.errorhandler(ProviderFailure)
-def _provider_failure(error: ProviderFailure):  # type: ignore[no-untyped-def]
+def _provider_failure(error: ProviderFailure) -> _ErrorReply:
     """Approving starts a login: the provider's discovery can fail there."""
     return _login_error(as_login_error(error))
 
 
 @blueprint.app_errorhandler(DeviceLoginLapsed)
-def _device_login_lapsed(error: DeviceLoginLapsed):  # type: ignore[no-untyped-def]
+def _device_login_lapsed(error: DeviceLoginLapsed) -> tuple[str, int, dict[str, str]]:
     """Raised where an approval's login sequence ends (login.callback); explained here."""
     logger.info("cli login error", extra={"code": error.code, "detail": str(error)})
     return _page(error)
 
 
 @blueprint.errorhandler(StoreUnavailable)
-def _store_unavailable(error: StoreUnavailable):  # type: ignore[no-untyped-def]
+def _store_unavailable(error: StoreUnavailable) -> _ErrorReply:
     logger.warning("redis unavailable", extra={"detail": str(error)})
     return _respond(LoginUnavailable(str(error)))

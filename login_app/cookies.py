@@ -10,7 +10,8 @@ from __future__ import annotations
 from flask import Request
 from werkzeug.wrappers import Response
 
-from gateway.config import LOGIN_BINDING_COOKIE, GatewayConfig
+from gateway.config import GatewayConfig
+from gateway.contract import LOGIN_BINDING_COOKIE
 from gateway.errors import CredentialError
 from gateway.sessions.credentials import SessionCredential, read_presented
 from login_app.attempts import ATTEMPT_TTL_SECONDS

@@ -51,7 +51,7 @@ from login_app.errors import LoginError
 def device_codes() -> DeviceCodeStore:
     """The current app's device store (part of its services, so a reload replaces it too)."""
     # Not through login_app.services.services(): that module imports this one.
-    return current_app.extensions["gateway"].device_codes  # type: ignore[no-any-return]
+    return current_app.extensions["gateway"].device_codes
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +161,7 @@ class DeviceCodeStore:
             if device_id is None:
                 return None
             try:
-                device_id = bytes(device_id).decode("ascii")  # type: ignore[arg-type]
+                device_id = bytes(device_id).decode("ascii")  # type: ignore[arg-type]  # a bytes client returns bytes
             except UnicodeDecodeError:
                 return None  # only ever a hex id is written here: nothing it could name
             fields = self._redis.hgetall(self.record_key(device_id))

@@ -29,6 +29,7 @@ from dataclasses import asdict
 from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response
 
+from gateway.contract import LOGIN_PATH, PROVIDER_PARAMETER, REDIRECT_URL_PARAMETER
 from gateway.errors import ProviderUnavailable
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.model import Session
@@ -85,10 +86,10 @@ def redirect_target(svc: Services, value: str | None) -> str:
     )
 
 
-@blueprint.get("/login")
+@blueprint.get(LOGIN_PATH)
 def login() -> Response | str:
     svc = services()
-    target = redirect_target(svc, request.args.get("redirect_url"))
+    target = redirect_target(svc, request.args.get(REDIRECT_URL_PARAMETER))
     wanted = _requested_provider(svc)
     now = time.time()
     credential, existing = request_session(svc)
@@ -124,7 +125,7 @@ def login() -> Response | str:
 
 def _requested_provider(svc: Services) -> str | None:
     """The provider the login URL names (``provider=``), if any."""
-    provider_id = _argument("provider")
+    provider_id = _argument(PROVIDER_PARAMETER)
     if not provider_id:
         return None
     if provider_id not in svc.providers:

@@ -98,7 +98,7 @@ def as_login_error(error: ProviderFailure) -> LoginError:
 
 def init_app(app: Flask) -> None:
     @app.errorhandler(LoginError)
-    def _login_error(error: LoginError):  # type: ignore[no-untyped-def]
+    def _login_error(error: LoginError) -> tuple[Response | str, int]:
         LOGINS.labels(error.provider or "none", error.code).inc()
         logger.info(
             "login error",
@@ -107,11 +107,11 @@ def init_app(app: Flask) -> None:
         return error_response(error)
 
     @app.errorhandler(ProviderFailure)
-    def _provider_failure(error: ProviderFailure):  # type: ignore[no-untyped-def]
+    def _provider_failure(error: ProviderFailure) -> tuple[Response | str, int]:
         return _login_error(as_login_error(error))
 
     @app.errorhandler(StoreUnavailable)
-    def _store_unavailable(error: StoreUnavailable):  # type: ignore[no-untyped-def]
+    def _store_unavailable(error: StoreUnavailable) -> tuple[Response | str, int]:
         logger.warning("redis unavailable", extra={"detail": str(error)})
         return error_response(LoginUnavailable(str(error)))
 

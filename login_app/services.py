@@ -91,11 +91,11 @@ def init_app(app: Flask, services: Services) -> None:
 
 
 def services_of(app: Flask) -> Services:
-    return app.extensions["gateway"]  # type: ignore[no-any-return]  # Flask types it Any
+    return app.extensions["gateway"]
 
 
 def services() -> Services:
-    return current_app.extensions["gateway"]  # type: ignore[no-any-return]
+    return current_app.extensions["gateway"]
 
 
 def request_session(svc: Services) -> tuple[SessionCredential | None, Session | None]:

@@ -24,8 +24,6 @@ from gateway.config.sections import (
     TokenSettings,
 )
 from gateway.config.values import (
-    CLIENT_ADDRESS_HEADER,
-    LOGIN_BINDING_COOKIE,
     MAX_DURATION_SECONDS,
     is_loopback,
     join_host_port,
@@ -33,8 +31,6 @@ from gateway.config.values import (
 )
 
 __all__ = [
-    "CLIENT_ADDRESS_HEADER",
-    "LOGIN_BINDING_COOKIE",
     "MAX_DURATION_SECONDS",
     "ClaimNames",
     "EnvoySettings",

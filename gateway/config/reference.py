@@ -41,6 +41,7 @@ def _type_name(annotation: Any) -> str:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "section"
     if isinstance(annotation, type) and hasattr(annotation, "__members__"):
+        # An Enum class; mypy cannot narrow a `type` to one from the hasattr check above.
         return " \\| ".join(f"`{member.value}`" for member in annotation)  # type: ignore[attr-defined]
     return getattr(annotation, "__name__", str(annotation))
 

@@ -1,5 +1,5 @@
 """Value types and validators the configuration sections share: durations, URLs,
-origins, host:port addresses, and a few names the components agree on."""
+origins, host:port addresses."""
 
 from __future__ import annotations
 
@@ -33,14 +33,6 @@ _RESERVED_HEADERS = frozenset(
 
 
 MIN_SECRET_LENGTH = 32
-
-
-# The login app's cookie binding a login attempt to the browser (``__Host-`` on https).
-LOGIN_BINDING_COOKIE = "gateway_login"
-
-
-# Set by Envoy (overwriting anything a client sent) on requests to the login app.
-CLIENT_ADDRESS_HEADER = "x-gateway-client-address"
 
 
 MAX_DURATION_SECONDS = 10 * 366 * 86400.0

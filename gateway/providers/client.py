@@ -174,7 +174,10 @@ class ProviderClient:
                 jwks_uri = self.endpoints().jwks_uri
                 assert jwks_uri is not None
                 try:
-                    cache.keys = KeySet.import_key_set(self._get_json(jwks_uri, "JWKS"))  # type: ignore[arg-type]
+                    jwks = self._get_json(jwks_uri, "JWKS")
+                    # joserfc types its argument as a TypedDict; a fetched JWKS is a plain dict,
+                    # which the import itself checks (its errors are caught below).
+                    cache.keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
                 except (JoseError, KeyError, ValueError, TypeError) as exc:
                     raise ProviderUnavailable("JWKS does not parse", provider=self.id) from exc
                 cache.fetched_at = time.time()
@@ -555,7 +558,7 @@ _TRANSIENT_STATUSES = frozenset({408, 429, *range(500, 600)})
 CLIENT_PROBLEMS = frozenset({"invalid_client", "unauthorized_client", "unsupported_client_auth"})
 
 
-class _ShortLivedPrivateKeyJWT(PrivateKeyJWT):  # type: ignore[misc]  # Authlib is untyped
+class _ShortLivedPrivateKeyJWT(PrivateKeyJWT):
     """Authlib's private_key_jwt with assertions valid for a minute instead of an hour (some
     providers refuse longer ones), each with its own ``jti``."""
 

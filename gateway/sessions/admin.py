@@ -45,7 +45,7 @@ class SessionAdmin:
 
     def _summaries(self, index: str) -> list[SessionSummary]:
         entries = []
-        for raw_id, raw_entry in self._redis.hgetall(index).items():  # type: ignore[union-attr]
+        for raw_id, raw_entry in self._redis.hgetall(index).items():
             entry = read_index_entry(raw_entry)
             if entry is not None:  # a damaged index entry is skipped, never fatal
                 entries.append((reply_text(raw_id), entry))

@@ -128,7 +128,7 @@ class SessionStore:
         """Drop entries of sessions past their absolute expiry: each save re-arms the
         index's TTL, so without this an active user's index would only ever grow."""
         expired = []
-        for lookup_id, raw_entry in self._redis.hgetall(index).items():  # type: ignore[union-attr]
+        for lookup_id, raw_entry in self._redis.hgetall(index).items():
             entry = read_index_entry(raw_entry)
             if entry is None or entry.expires_at <= now:  # a damaged entry helps nobody
                 expired.append(lookup_id)
@@ -164,7 +164,7 @@ class SessionStore:
     def lookup_ids_of_user(self, subject: str) -> list[str]:
         with translate_redis_errors("reading a user's sessions"):
             keys = self._redis.hkeys(self._keys.user_index(subject))
-        return sorted(reply_text(key) for key in keys)  # type: ignore[union-attr]
+        return sorted(reply_text(key) for key in keys)
 
     def delete_user_sessions(self, subject: str) -> int:
         """End every session of a user; returns how many records existed."""
@@ -185,7 +185,7 @@ class SessionStore:
         index = self._keys.provider_session_index(provider_session_id)
         with translate_redis_errors("reading a provider session's sessions"):
             keys = self._redis.hkeys(index)
-        return sorted(reply_text(key) for key in keys)  # type: ignore[union-attr]
+        return sorted(reply_text(key) for key in keys)
 
     def delete_provider_session(
         self, provider_session_id: str, keep: frozenset[str] = frozenset()
@@ -208,7 +208,7 @@ class SessionStore:
         """
         lookup_ids = [
             lookup_id
-            for lookup_id in (reply_text(field) for field in self._redis.hkeys(index))  # type: ignore[union-attr]
+            for lookup_id in (reply_text(field) for field in self._redis.hkeys(index))
             if lookup_id not in keep
         ]
         if not lookup_ids:

@@ -34,7 +34,7 @@ import yaml
 from deploy.render import ENVOY_BOOTSTRAP, GATEWAY_CONFIG, render
 from devtools.processes import ManagedProcess, free_port
 from gateway.config import GatewayConfig, Route, parse_config, provider_secret_variable
-from gateway.envoy.render import EXT_AUTHZ_ALLOWED_HEADERS
+from gateway.contract import FORWARDED_REQUEST_HEADERS
 
 pytestmark = pytest.mark.integration
 
@@ -757,7 +757,7 @@ def test_istio_checks_every_path_but_the_login_app_and_public_routes() -> None:
 
 
 def test_header_lists_match_what_the_gateway_envoy_sends_ext_authz() -> None:
-    expected = list(EXT_AUTHZ_ALLOWED_HEADERS)
+    expected = list(FORWARDED_REQUEST_HEADERS)
     bootstrap = yaml.safe_load(render())
     hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     (ext_authz,) = [f for f in hcm["typed_config"]["http_filters"] if "ext_authz" in f["name"]]

@@ -11,6 +11,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway import contract
 from gateway.sessions.credentials import SessionCredential
 from tests.support.servers import EchoBackend, ExtAuthzServer, RedisServer
 from tests.support.stack import Stack, start_stack
@@ -128,7 +129,7 @@ def test_sigterm_lets_in_flight_checks_finish(tmp_path, own_redis, echo_backend)
         http = request.attributes.request.http
         http.method, http.path = "GET", "/api/x"
         http.headers["cookie"] = f"{stack.cookie_name}={cookie}"
-        request.attributes.context_extensions["route"] = "api"
+        request.attributes.context_extensions[contract.ROUTE_KEY] = "api"
         return request
 
     warm = check_request(stack.create_session(tokens={"primary": "tok"}).encode())

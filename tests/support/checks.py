@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from gateway import contract
+
 
 def check(
     address: str, cookie: str, *, path: str = "/api/x", route: str = "api", timeout: float = 5
@@ -14,7 +16,7 @@ def check(
     http.method, http.path = "GET", path
     http.headers["cookie"] = cookie
     http.headers["accept"] = "application/json"
-    request.attributes.context_extensions["route"] = route
+    request.attributes.context_extensions[contract.ROUTE_KEY] = route
     with grpc.insecure_channel(address) as channel:
         return external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=timeout)
 

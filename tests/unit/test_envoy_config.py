@@ -25,9 +25,9 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
 
+from gateway import contract
 from gateway.config import GatewayConfig, load_config, parse_config
 from gateway.envoy.render import (
-    EXT_AUTHZ_ALLOWED_HEADERS,
     EXT_AUTHZ_FILTER,
     NOT_FOUND_BODY,
     SYSTEM_CA_BUNDLE,
@@ -186,12 +186,8 @@ def test_ext_authz_receives_only_the_headers_the_decision_needs(
     settings = ext_authz_settings(bootstrap)
     patterns = settings["allowed_headers"]["patterns"]
     assert all(p["ignore_case"] is True and set(p) == {"exact", "ignore_case"} for p in patterns)
-    assert [p["exact"] for p in patterns] == list(EXT_AUTHZ_ALLOWED_HEADERS)
-    assert set(EXT_AUTHZ_ALLOWED_HEADERS) == {
-        "cookie", "authorization", "accept", "origin", "referer", "x-requested-with",
-        "sec-fetch-mode", "sec-fetch-site", "access-control-request-method", "x-request-id",
-        "content-type", "upgrade",
-    }  # fmt: skip
+    # That the decision reads no other header: test_decision.py, which records its reads.
+    assert [p["exact"] for p in patterns] == list(contract.FORWARDED_REQUEST_HEADERS)
     assert settings["include_peer_certificate"] is False
     assert "with_request_body" not in settings
 
@@ -215,7 +211,7 @@ def test_each_protected_route_tells_ext_authz_its_name(bootstrap: dict[str, Any]
     for name in ("api", "api-v2", "gitlab"):
         for entry in routes_named(bootstrap, name):
             per_route = ext_authz_per_route(entry)
-            assert per_route["check_settings"] == {"context_extensions": {"route": name}}
+            assert per_route["check_settings"] == {"context_extensions": {contract.ROUTE_KEY: name}}
             assert "disabled" not in per_route
 
 
@@ -231,7 +227,7 @@ def test_public_routes_still_pass_ext_authz_which_strips_the_session_cookie(
 ) -> None:
     (entry,) = routes_named(bootstrap, "status")
     settings = ext_authz_per_route(entry)["check_settings"]
-    assert settings == {"context_extensions": {"route": "status"}}
+    assert settings == {"context_extensions": {contract.ROUTE_KEY: "status"}}
     assert "request_headers_to_remove" not in entry
 
 

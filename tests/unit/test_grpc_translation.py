@@ -12,6 +12,7 @@ from google.rpc import code_pb2
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.grpc_service import AuthorizationService, from_check_request, to_check_response
 from ext_authz.request import CheckRequest
+from gateway.contract import ROUTE_KEY
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -106,7 +107,7 @@ def test_a_redirect_keeps_its_location_and_has_an_empty_body() -> None:
 def test_from_check_request_reads_method_path_headers_and_route() -> None:
     headers = {"cookie": "gw_session=abc", "accept": "text/html", "origin": "http://gw.test"}
     request = from_check_request(
-        check_request("POST", "/api/items?page=2", headers, {"route": "api", "other": "x"})
+        check_request("POST", "/api/items?page=2", headers, {ROUTE_KEY: "api", "other": "x"})
     )
     assert request.method == "POST"
     assert request.path == "/api/items?page=2"
@@ -160,7 +161,7 @@ def test_an_unexpected_error_in_the_check_denies_with_503() -> None:
 def test_the_servicer_hands_the_translated_request_to_the_authorizer() -> None:
     authorizer = _AllowingAuthorizer()
     service = AuthorizationService(authorizer)  # type: ignore[arg-type]
-    message = check_request("GET", "/api/x", {"x-request-id": "r-1"}, {"route": "api"})
+    message = check_request("GET", "/api/x", {"x-request-id": "r-1"}, {ROUTE_KEY: "api"})
     response = asyncio.run(service.Check(message, None))  # type: ignore[arg-type]
     assert response.status.code == code_pb2.OK
     assert [(r.method, r.path, r.route_name) for r in authorizer.seen] == [("GET", "/api/x", "api")]
