@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Decider
@@ -11,7 +12,7 @@ from ext_authz.session_cache import CachedSessions, SessionCache
 from gateway.config import GatewayConfig
 from gateway.redis.clients import async_subscriber_client
 from gateway.sessions.factory import async_store, keyspace
-from gateway.sessions.store import TOUCH_FRACTION, AsyncSessionStore
+from gateway.sessions.store import TOUCH_FRACTION, AsyncSessionStore, Clock
 
 
 @dataclass
@@ -19,23 +20,30 @@ class Components:
     authorizer: Authorizer
     store: AsyncSessionStore
     sessions: CachedSessions
+    # The wall clock everything here reads (sessions and tokens expire in unix seconds).
+    clock: Clock = field(default=time.time)
 
     async def close(self) -> None:
         await self.sessions.stop()
         await self.store.close()
 
 
-def decision_parts(config: GatewayConfig, store: AsyncSessionStore) -> tuple[Decider, Refresher]:
+def decision_parts(
+    config: GatewayConfig, store: AsyncSessionStore, clock: Clock = time.time
+) -> tuple[Decider, Refresher]:
     """What a config reload replaces: routes and policy, providers for refresh."""
     providers = {p.id: p for p in config.providers}
-    return Decider(config), Refresher(store, providers, config.tokens)
+    return Decider(config), Refresher(store, providers, config.tokens, clock)
 
 
-def build_components(config: GatewayConfig) -> Components:
+def build_components(
+    config: GatewayConfig, clock: Clock = time.time, cache_clock: Clock = time.monotonic
+) -> Components:
     """Wire store, cache, refresher and decider; starts the invalidation feed (which also
-    tells whether Redis is reachable)."""
-    store = async_store(config)
-    decider, refresher = decision_parts(config, store)
+    tells whether Redis is reachable). ``clock`` tells the time of day (lifetimes, token
+    expiry); ``cache_clock`` only measures how long a cache entry has been kept."""
+    store = async_store(config, clock)
+    decider, refresher = decision_parts(config, store, clock)
     # Entries never outlive a tenth of the idle window, so a busy session is re-read (and
     # its idle timeout slid, see gateway.sessions.store) before Redis could forget it.
     cache_ttl = min(
@@ -43,9 +51,10 @@ def build_components(config: GatewayConfig) -> Components:
     )
     sessions = CachedSessions(
         store,
-        SessionCache(cache_ttl),
+        SessionCache(cache_ttl, clock=cache_clock),
         async_subscriber_client(config.redis),
         keyspace(config),
     )
     sessions.start()
-    return Components(Authorizer(decider, sessions, refresher), store, sessions)
+    authorizer = Authorizer(decider, sessions, refresher, clock)
+    return Components(authorizer, store, sessions, clock)

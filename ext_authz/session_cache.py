@@ -41,8 +41,15 @@ _HIT, _MISS = SESSION_CACHE.labels("hit"), SESSION_CACHE.labels("miss")
 class SessionCache:
     """Bounded LRU of (secret, session, deadline) by lookup id."""
 
-    def __init__(self, ttl: float, max_entries: int = 100_000) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        max_entries: int = 100_000,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl = ttl
+        self._clock = clock  # only measures how long an entry has been kept
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[bytes, Session, float]] = OrderedDict()
         self.enabled = False  # only while invalidations are known to arrive
@@ -58,7 +65,7 @@ class SessionCache:
         if entry is None:
             return None
         secret, session, deadline = entry
-        if time.monotonic() >= deadline or not hmac.compare_digest(secret, credential.secret):
+        if self._clock() >= deadline or not hmac.compare_digest(secret, credential.secret):
             self._entries.pop(lookup_id, None)
             return None
         return session
@@ -67,7 +74,7 @@ class SessionCache:
         if not self.enabled or self._ttl <= 0:  # with ttl 0 the feed only reports health
             return
         lookup_id = credential.lookup_id
-        self._entries[lookup_id] = (credential.secret, session, time.monotonic() + self._ttl)
+        self._entries[lookup_id] = (credential.secret, session, self._clock() + self._ttl)
         self._entries.move_to_end(lookup_id)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -14,10 +15,10 @@ from gateway.errors import SessionInvalid
 from gateway.providers.client import ProviderClient
 from gateway.redis.clients import sync_client
 from gateway.sessions.credentials import SessionCredential
-from gateway.sessions.factory import keyspace, session_codec
+from gateway.sessions.factory import keyspace, sync_store
 from gateway.sessions.interface import SyncSessions
 from gateway.sessions.model import Session
-from gateway.sessions.store import SessionStore
+from gateway.sessions.store import Clock
 from login_app.attempts import AttemptStore
 from login_app.availability import Availability
 from login_app.cookies import request_credential
@@ -70,14 +71,18 @@ def login_app_url(config: GatewayConfig, path: str) -> str:
     return f"{config.public_url}{config.login_app.path_prefix}{path}"
 
 
-def build_services(config: GatewayConfig, client: redis.Redis | None = None) -> Services:
+def build_services(
+    config: GatewayConfig, client: redis.Redis | None = None, clock: Clock = time.time
+) -> Services:
+    """The views' services over ``client`` (a new one when None); the session store reads
+    the time from ``clock``."""
     client = client or sync_client(config.redis)
     cipher = RecordCipher(config.session.secret_keys)
     callback = login_app_url(config, "/callback")
     return Services(
         config=config,
         redis=client,
-        sessions=SessionStore(client, session_codec(config), config.session),
+        sessions=sync_store(config, client, clock),
         attempts=AttemptStore(client, cipher, keyspace(config)),
         device_codes=DeviceCodeStore(client, cipher, keyspace(config)),
         providers={p.id: ProviderClient(p, callback) for p in config.providers},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from gateway.sessions.model import Identity, Session, SessionCodec, TokenSet
 from gateway.sessions.refresh_lock import RefreshLock
 
 TOUCH_FRACTION = 0.1
+Clock = Callable[[], float]
 logger = logging.getLogger(__name__)
 
 
@@ -77,11 +79,18 @@ def new_session(
 class SessionStore:
     """Blocking store for the login app and the operator CLI."""
 
-    def __init__(self, client: redis.Redis, codec: SessionCodec, settings: SessionSettings) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        codec: SessionCodec,
+        settings: SessionSettings,
+        clock: Clock = time.time,
+    ) -> None:
         self._redis = client
         self._codec = codec
         self._settings = settings
         self._keys = codec.keys
+        self._clock = clock
 
     def create(
         self,
@@ -103,7 +112,7 @@ class SessionStore:
     def save(self, credential: SessionCredential, session: Session) -> None:
         """Store the session and add it to its user's and IdP session's indexes."""
         sealed = self._codec.encode(credential, session)
-        now = time.time()
+        now = self._clock()
         ttl = ttl_ms_for(session, self._settings, now)
         # No session outlives absolute_lifetime, so neither need its index entries.
         index_ttl = int(self._settings.absolute_lifetime * 1000)
@@ -144,7 +153,7 @@ class SessionStore:
     def load(self, credential: SessionCredential) -> Session | None:
         with translate_redis_errors("loading a session"):
             sealed = self._redis.get(self._codec.record_key(credential))
-        return _live(self._codec, credential, sealed, time.time())
+        return _live(self._codec, credential, sealed, self._clock())
 
     def delete(self, credential: SessionCredential, session: Session | None = None) -> bool:
         """Delete one session (and its index entries when the session is known)."""
@@ -226,11 +235,16 @@ class AsyncSessionStore:
     """Asyncio store for ext_authz: one round trip per load, an occasional touch."""
 
     def __init__(
-        self, client: redis.asyncio.Redis, codec: SessionCodec, settings: SessionSettings
+        self,
+        client: redis.asyncio.Redis,
+        codec: SessionCodec,
+        settings: SessionSettings,
+        clock: Clock = time.time,
     ) -> None:
         self._redis = client
         self._codec = codec
         self._settings = settings
+        self._clock = clock
 
     async def load(self, credential: SessionCredential) -> Session | None:
         """The live session, or None when Redis has no (or an expired) record."""
@@ -240,7 +254,7 @@ class AsyncSessionStore:
             pipe.get(key)
             pipe.pttl(key)
             sealed, remaining_ms = await pipe.execute()
-        now = time.time()
+        now = self._clock()
         session = _live(self._codec, credential, sealed, now)
         if session is None:
             return None
@@ -259,7 +273,7 @@ class AsyncSessionStore:
         """The session as Redis has it now (no idle slide): used around refreshes."""
         with translate_redis_errors("reloading a session"):
             sealed = await self._redis.get(self._codec.record_key(credential))
-        return _live(self._codec, credential, sealed, time.time())
+        return _live(self._codec, credential, sealed, self._clock())
 
     async def replace_tokens(
         self,
