@@ -1,10 +1,14 @@
-"""Idle timeout, absolute lifetime, bounded Redis writes, and operators revoking sessions."""
+"""Through Envoy: Redis writes stay bounded under use, and operators list and revoke sessions.
+
+When sessions end (idle timeout, absolute lifetime, the idle slide) is the stores' decision,
+proven with a clock the test moves in test_session_store_contract.py. Here nothing depends on
+wall time: the sessions last far longer than any test takes on a busy machine.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,8 +23,9 @@ pytestmark = pytest.mark.integration
 WRITE_COMMANDS = ("set", "pexpire", "expire", "del", "hset", "hdel", "eval", "setex", "psetex")
 
 
-def short_lifetimes(raw: dict) -> None:
-    raw["session"].update({"idle_timeout": "2s", "absolute_lifetime": "5s"})
+def lifetimes(raw: dict) -> None:
+    # A tenth of the idle window (one slide at most) is far longer than the 100 requests below.
+    raw["session"].update({"idle_timeout": "10m", "absolute_lifetime": "1h"})
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def stack(
         tmp_path_factory.mktemp("lifetime"),
         redis_server,
         echo_backend,
-        short_lifetimes,
+        lifetimes,
         authz_workers=2,
     )
     yield stack
@@ -42,29 +47,12 @@ def status(stack: Stack, credential: SessionCredential) -> int:
     return api_get(stack, credential).status_code
 
 
-def new_session(stack: Stack, user: str = "alice", lifetime: float = 5) -> SessionCredential:
-    return stack.create_session(user, tokens={"primary": "tok"}, lifetime=lifetime)
-
-
-def test_a_session_unused_for_the_idle_timeout_ends(stack):
-    credential = new_session(stack)
-    assert status(stack, credential) == 200
-    time.sleep(2.3)
-    assert status(stack, credential) == 401
-
-
-def test_use_slides_the_idle_window_but_never_past_the_absolute_lifetime(stack):
-    credential = new_session(stack, lifetime=5)
-    started = time.monotonic()
-    while time.monotonic() - started < 4.2:  # well past the 2 s idle window
-        assert status(stack, credential) == 200
-        time.sleep(0.7)
-    time.sleep(max(0.0, 5.3 - (time.monotonic() - started)))
-    assert status(stack, credential) == 401  # absolute lifetime reached, however busy
+def new_session(stack: Stack, user: str = "alice") -> SessionCredential:
+    return stack.create_session(user, tokens={"primary": "tok"})
 
 
 def test_redis_writes_per_request_stay_bounded(stack):
-    credential = new_session(stack, lifetime=60)
+    credential = new_session(stack)
     client = sync_client(stack.config.redis)
     client.config_resetstat()
     for _ in range(100):
@@ -90,8 +78,8 @@ def gateway_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_operators_list_and_revoke_sessions_and_every_replica_honours_it(stack):
-    bob = [stack.create_session("bob", tokens={"primary": "tok"}) for _ in range(2)]
-    carol = stack.create_session("carol", tokens={"primary": "tok"})
+    bob = [new_session(stack, "bob") for _ in range(2)]
+    carol = new_session(stack, "carol")
     listed = gateway_cli(stack, "sessions", "list", "--user", "bob")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("active") == 2
@@ -109,14 +97,3 @@ def test_operators_list_and_revoke_sessions_and_every_replica_honours_it(stack):
     assert status(stack, carol) == 200
     assert gateway_cli(stack, "sessions", "revoke", "--user", "bob").returncode == 5
     assert gateway_cli(stack, "sessions", "revoke", "--session", "nope").returncode == 2
-
-
-def test_a_users_index_forgets_sessions_past_their_lifetime(stack):
-    from gateway.sessions.factory import keyspace
-
-    for _ in range(3):
-        stack.create_session("dave", tokens={"primary": "tok"}, lifetime=1)
-    time.sleep(1.2)
-    stack.create_session("dave", tokens={"primary": "tok"}, lifetime=60)
-    index = keyspace(stack.config).user_index("dave")
-    assert sync_client(stack.config.redis).hlen(index) == 1
