@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import requests
 
+from gateway.redis.clients import sync_client
 from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.factory import keyspace, sync_store
+from gateway.sessions.model import Identity, TokenSet
 from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -165,11 +169,19 @@ def test_unknown_session_is_refused(gateway):
     assert response.json()["reason"] == "unknown_session"
 
 
-def test_expired_session_is_refused(gateway):
-    credential = gateway.create_session(tokens={"primary": PRIMARY_TOKEN}, lifetime=1)
-    import time
-
-    time.sleep(1.2)
+def test_expired_session_is_refused_even_while_redis_still_keeps_its_record(gateway):
+    # Written by a store whose clock says it is an hour ago: the session it started then
+    # has just ended, yet its record has most of an idle window left in Redis.
+    an_hour_ago = time.time() - 3600
+    credential, _ = sync_store(gateway.config, clock=lambda: an_hour_ago).create(
+        Identity("alice"), {"primary": TokenSet(PRIMARY_TOKEN)}, an_hour_ago, lifetime=3599
+    )
+    assert (
+        sync_client(gateway.config.redis).pttl(
+            keyspace(gateway.config).session_record(credential.lookup_id)
+        )
+        > 60_000
+    )
     response = get(gateway, "/api/x", credential)
     assert response.status_code == 401
     assert response.json()["reason"] in ("unknown_session", "session_expired")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import contract
 
@@ -28,3 +31,23 @@ def injected(
         if option.header.key == header:
             return str(option.header.value)
     return None
+
+
+def wait_until_serving(address: str, timeout: float = 20) -> None:
+    """Wait until the ext_authz worker at ``address`` reports SERVING: its session change
+    feed is subscribed again, so it answers from memory once more."""
+    deadline = time.monotonic() + timeout
+    request = health_pb2.HealthCheckRequest(service="")
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if (
+                    health.Check(request, timeout=2).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, f"{address} never reported SERVING"
+            time.sleep(0.05)
