@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from gateway.providers.client import HTTP_TIMEOUT
+from gateway.providers.transport import HTTP_TIMEOUT
 from tests.support.dev_idp import DevIdp, submit_login_form
 from tests.support.login import HTML, browser_login, follow, start_login
 from tests.support.stack import Stack

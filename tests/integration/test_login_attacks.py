@@ -181,7 +181,22 @@ def primary_client(stack) -> ProviderClient:
             }
         ),
     )
-    return ProviderClient(config.provider("primary"), stack.url + "/auth/callback")
+    return ProviderClient(
+        config.provider("primary"), stack.url + "/auth/callback", clock=_jwks_clock.now
+    )
+
+
+class _MovableClock:
+    """Wall time plus however far a test has moved it (to age the JWKS cache)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+_jwks_clock = _MovableClock()
 
 
 def _claims(stack: Stack, **changes: object) -> dict[str, object]:
@@ -243,7 +258,7 @@ def test_a_good_id_token_passes_and_rotated_keys_are_picked_up(stack, primary_cl
         == "u1"
     )
     stack.idps["primary"].rotate_keys()
-    primary_client._keys.fetched_at -= 60  # past the refetch rate limit
+    _jwks_clock.offset += 60  # past the refetch rate limit
     token = stack.idps["primary"].sign(_claims(stack))
     assert primary_client.verify_id_token(token, "n-1", time.time())["sub"] == "u1"
 

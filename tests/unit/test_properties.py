@@ -40,7 +40,8 @@ from gateway.errors import (
     TokenInvalid,
 )
 from gateway.proto import gateway_session_pb2 as pb
-from gateway.providers.client import MAX_EXPIRES_IN, ProviderClient
+from gateway.providers.client import ProviderClient
+from gateway.providers.tokens import MAX_EXPIRES_IN
 from gateway.sessions.credentials import ENCODED_LENGTH, SessionCredential
 from gateway.sessions.model import Identity, Session, SessionCodec, TokenSet
 from login_app.attempts import attempt_id_of, binding_bytes, new_binding
@@ -941,18 +942,21 @@ class _StaticHttp:
 
 ISSUER = "https://idp.test"
 SIGNING_KEY = ECKey.generate_key("P-256", parameters={"kid": "k1"})
-_OIDC_CLIENT = ProviderClient(CONFIGS[0].provider("primary"), "http://gateway.test/auth/callback")
-# ProviderClient takes no HTTP session argument; its requests session is the one seam.
-_OIDC_CLIENT._http = _StaticHttp(  # type: ignore[assignment]
-    {
-        f"{ISSUER}/.well-known/openid-configuration": {
-            "issuer": ISSUER,
-            "authorization_endpoint": f"{ISSUER}/authorize",
-            "token_endpoint": f"{ISSUER}/token",
-            "jwks_uri": f"{ISSUER}/jwks",
-        },
-        f"{ISSUER}/jwks": dict(KeySet([SIGNING_KEY]).as_dict(private=False)),
-    }
+_OIDC_CLIENT = ProviderClient(
+    CONFIGS[0].provider("primary"),
+    "http://gateway.test/auth/callback",
+    # _StaticHttp has the one method a provider client calls on its requests session.
+    http=_StaticHttp(  # type: ignore[arg-type]
+        {
+            f"{ISSUER}/.well-known/openid-configuration": {
+                "issuer": ISSUER,
+                "authorization_endpoint": f"{ISSUER}/authorize",
+                "token_endpoint": f"{ISSUER}/token",
+                "jwks_uri": f"{ISSUER}/jwks",
+            },
+            f"{ISSUER}/jwks": dict(KeySet([SIGNING_KEY]).as_dict(private=False)),
+        }
+    ),
 )
 _CLAIM_VALUES = st.one_of(
     json_values,

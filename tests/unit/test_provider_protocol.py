@@ -23,7 +23,8 @@ from gateway.errors import (
     ProviderUnavailable,
     TokenInvalid,
 )
-from gateway.providers.client import ProviderClient, discovery_url
+from gateway.providers.client import ProviderClient
+from gateway.providers.metadata import discovery_url
 from gateway.sessions.model import TokenSet
 from tests.support.http_replies import Exchange, record_exchange
 
