@@ -32,7 +32,7 @@ def ready() -> tuple[Response, int]:
     except StoreUnavailable:
         checks["redis"] = "unreachable"
     for provider_id, client in svc.providers.items():
-        up = svc.availability.is_up(client)  # oidc: discovery too (cached once fetched)
+        up = client.is_up()  # oidc: discovery too (cached once fetched)
         checks[f"provider:{provider_id}"] = "ok" if up else "unreachable"
     needed = ["redis"] + [f"provider:{p}" for p in svc.login_sequence if p not in svc.optional]
     ok = all(checks[name] == "ok" for name in needed)

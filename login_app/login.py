@@ -154,7 +154,7 @@ def _valid_providers(session: Session | None, now: float) -> set[str]:
 
 def _require_up(svc: Services, provider_id: str) -> None:
     """A provider asked for by name must answer: better our page than a browser error."""
-    if not svc.availability.is_up(svc.providers[provider_id]):
+    if not svc.providers[provider_id].is_up():
         raise LoginUnavailable(f"{provider_id} is not answering", provider=provider_id)
 
 
@@ -201,7 +201,7 @@ def _continue(svc: Services, attempt: LoginAttempt, binding: str, now: float) ->
         provider_id = attempt.provider_id
         if not _may_skip(svc, attempt, provider_id):
             return _send_to_provider(svc, attempt, binding)
-        if svc.availability.is_up(svc.providers[provider_id]):
+        if svc.providers[provider_id].is_up():
             try:
                 return _send_to_provider(svc, attempt, binding)
             except ProviderUnavailable:

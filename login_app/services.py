@@ -20,7 +20,6 @@ from gateway.sessions.interface import SyncSessions
 from gateway.sessions.model import Session
 from gateway.sessions.store import Clock
 from login_app.attempts import AttemptStore
-from login_app.availability import Availability
 from login_app.cookies import request_credential
 from login_app.device_store import DeviceCodeStore
 from login_app.own_logouts import OwnLogouts
@@ -34,7 +33,6 @@ class Services:
     attempts: AttemptStore
     device_codes: DeviceCodeStore
     providers: dict[str, ProviderClient]
-    availability: Availability
     own_logouts: OwnLogouts
 
     @cached_property
@@ -86,7 +84,6 @@ def build_services(
         attempts=AttemptStore(client, cipher, keyspace(config)),
         device_codes=DeviceCodeStore(client, cipher, keyspace(config)),
         providers={p.id: ProviderClient(p, callback) for p in config.providers},
-        availability=Availability(),
         own_logouts=OwnLogouts(client, keyspace(config)),
     )
 

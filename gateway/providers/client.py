@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from gateway.config import Provider
+from gateway.errors import ProviderFailure
 from gateway.providers.authorization import AuthorizationRequests
 from gateway.providers.claims import IdentityReader, identity_from_claims
 from gateway.providers.client_auth import ClientAuth
@@ -53,6 +54,7 @@ class ProviderClient:
         self.id = provider.id
         self.redirect_uri = redirect_uri
         transport = ProviderHttp(provider.id, http)
+        self._transport = transport
         self._metadata = ProviderMetadata(provider, transport, clock)
         self._client_auth = ClientAuth(provider, self._metadata, redirect_uri)
         self._authorization = AuthorizationRequests(provider, self._metadata, self._client_auth)
@@ -67,6 +69,19 @@ class ProviderClient:
     def endpoints(self) -> Endpoints:
         """Configured endpoints (oauth2) or the discovery document's (oidc), cached."""
         return self._metadata.endpoints()
+
+    def is_up(self) -> bool:
+        """Does the provider answer now (its discovery too, for OIDC)? Asked before a login
+        sends the browser to an optional or on-demand provider: a browser sent to one that is
+        down sees its own connection error and never comes back. The token endpoint is asked
+        because the login app must reach it to finish the login anyway (the authorization
+        endpoint is the browser's, and may not be reachable from here). Nothing is cached: a
+        provider that comes back is used at once."""
+        try:
+            token_url = self._metadata.endpoints().token_url
+        except ProviderFailure:
+            return False
+        return self._transport.answers(token_url)
 
     def auth_method(self) -> str:
         """The client authentication method for the token and revocation endpoints."""

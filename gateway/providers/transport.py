@@ -22,6 +22,9 @@ from gateway.errors import ClientRefused, ProviderFailure, ProviderRejected, Pro
 logger = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = (2.0, 5.0)  # connect, read: every call to a provider is bounded
+PROBE_TIMEOUT = (1.0, 2.0)  # connect, read: a person waits for an availability probe
+# A probe's answers that mean "down"; any other answer is a provider that is there.
+_DOWN_STATUSES = frozenset({502, 503, 504})
 
 _TRANSIENT_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
 # Rate limits and request timeouts pass; so do 5xx.
@@ -37,6 +40,20 @@ class ProviderHttp:
     def __init__(self, provider_id: str, session: requests.Session | None = None) -> None:
         self.provider_id = provider_id
         self.session = session if session is not None else requests.Session()
+
+    def answers(self, url: str) -> bool:
+        """True when ``url`` gives any HTTP answer but a gateway error (no body is read:
+        token endpoints refuse a GET in many ways, all of which mean the provider is up)."""
+        try:
+            reply = self.session.get(url, timeout=PROBE_TIMEOUT, allow_redirects=False)
+        except requests.RequestException as exc:
+            logger.info(
+                "provider probe failed",
+                extra={"provider": self.provider_id, "why": type(exc).__name__},
+            )
+            return False
+        reply.close()
+        return reply.status_code not in _DOWN_STATUSES
 
     def get_json(
         self,
