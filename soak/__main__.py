@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from soak import report
+from soak import fault_suite, report
+from soak.fault_run import FaultTimings
 from soak.runner import SoakOptions, log, run
 from soak.verdict import Thresholds
 
@@ -20,12 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     thresholds = Thresholds()
     parser = argparse.ArgumentParser(prog="python -m soak", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=defaults.duration, help="seconds")
-    parser.add_argument("--clients", type=int, default=defaults.clients, help="client threads")
+    parser.add_argument(
+        "--clients", type=int, help=f"client threads (soak {defaults.clients}, faults 4)"
+    )
     parser.add_argument(
         "--access-token-ttl",
         type=int,
-        default=defaults.access_token_ttl,
-        help="seconds the dev IdPs' access tokens live (refreshes happen at half of it)",
+        help="seconds the dev IdPs' access tokens live (refreshes happen at half of it; "
+        f"soak {defaults.access_token_ttl}, faults {fault_suite.ACCESS_TOKEN_TTL})",
     )
     parser.add_argument("--authz-workers", type=int, default=defaults.authz_workers)
     parser.add_argument(
@@ -47,6 +50,17 @@ def _parser() -> argparse.ArgumentParser:
         help="add CLI logouts (POST /auth/logout with a bearer credential) to the mix",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="traffic mix seed")
+    parser.add_argument(
+        "--faults",
+        metavar="all|NAME,...",
+        help="run the fault-injection suite instead of a soak (soak/faults.py names the faults)",
+    )
+    parser.add_argument(
+        "--fault-seconds",
+        type=float,
+        default=FaultTimings().fault_seconds,
+        help="how long each fault lasts (with --faults)",
+    )
     parser.add_argument("--out", type=Path, default=Path("soak-results"), help="report directory")
     return parser
 
@@ -54,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.faults is not None:
+        return _faults(parser, args)
+    defaults = SoakOptions()
+    args.clients = defaults.clients if args.clients is None else args.clients
+    if args.access_token_ttl is None:
+        args.access_token_ttl = defaults.access_token_ttl
     if args.duration <= 0 or args.clients < 1 or args.authz_workers < 1:
         parser.error("--duration, --clients and --authz-workers must be positive")
     options = SoakOptions(
@@ -75,6 +95,28 @@ def main(argv: list[str] | None = None) -> int:
     print(report.summary(result))
     path = report.write(result, args.out)
     print(f"report: {path}")
+    return 0 if result["passed"] else 1
+
+
+def _faults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The fault-injection suite: exit 0 when every fault let nobody through, lost no
+    session and healed by itself."""
+    try:
+        names = fault_suite.fault_names(args.faults)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.fault_seconds <= 0:
+        parser.error("--fault-seconds must be positive")
+    timings = FaultTimings(fault_seconds=args.fault_seconds, clients=args.clients or 4)
+    ttl = args.access_token_ttl or fault_suite.ACCESS_TOKEN_TTL
+    try:
+        result = fault_suite.run_suite(names, timings, access_token_ttl=ttl, progress=log)
+    except RuntimeError as exc:
+        log(f"the stack did not start: {exc}")
+        return 2
+    print(fault_suite.markdown_table(result))
+    path = fault_suite.write(result, args.out)
+    print(f"report: {path} (table: {path.with_suffix('.md')})")
     return 0 if result["passed"] else 1
 
 

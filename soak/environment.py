@@ -57,6 +57,8 @@ def _components(stack: Stack) -> list[Component]:
     managed: list[tuple[str, ManagedProcess]] = [
         (f"ext_authz-{index}", worker.process) for index, worker in enumerate(stack.workers)
     ]
+    if stack.supervisor is not None:
+        managed.append(("ext_authz-supervisor", stack.supervisor.process))
     assert stack.login_app is not None
     managed.append(("login_app", stack.login_app._process))
     if stack.envoy._process is not None:
@@ -70,16 +72,25 @@ def _components(stack: Stack) -> list[Component]:
 
 @contextmanager
 def running_gateway(
-    *, access_token_ttl: int, authz_workers: int, log_level: str
+    *,
+    access_token_ttl: int,
+    authz_workers: int,
+    log_level: str,
+    supervised: bool = False,
+    durable_redis: bool = False,
 ) -> Iterator[Environment]:
-    """Start Redis, the echo backend and the full stack with login; stop all of it on exit."""
+    """Start Redis, the echo backend and the full stack with login; stop all of it on exit.
+
+    ``supervised`` runs the ext_authz workers under one supervisor as deployed;
+    ``durable_redis`` gives Redis the shipped persistence (it can then be killed and
+    restarted without losing acknowledged writes)."""
 
     def adjust(raw: dict[str, Any]) -> None:
         raw["log_level"] = log_level
 
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch, ExitStack() as started:
         directory = Path(scratch)
-        redis = RedisServer(directory).start()
+        redis = RedisServer(directory, durable=durable_redis).start()
         started.callback(redis.stop)
         backend = EchoBackend().start()
         started.callback(backend.stop)
@@ -91,6 +102,7 @@ def running_gateway(
             with_login=True,
             idp_args=_idp_args(access_token_ttl),
             authz_workers=authz_workers,
+            supervised=supervised,
         )
         started.callback(stack.stop)
         yield Environment(stack, redis, _components(stack))

@@ -91,6 +91,9 @@ class RefreshGrant(RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
         token: Token | None = self.server.store.token_for_refresh(refresh_token)
+        if token is not None and token.rotated:
+            stats: Stats = self.server.stats
+            stats.rotated_refresh_reuse()
         if token is None or not token.is_refresh_usable():
             return None
         return token

@@ -152,6 +152,9 @@ class Token(TokenMixin):
     auth_time: int
     access_revoked: bool = False
     refresh_revoked: bool = False
+    # Retired by rotation (a refresh used it), as opposed to revoked by a logout: presenting
+    # it again means a client lost the answer that replaced it.
+    rotated: bool = False
 
     def check_client(self, client: ClientMixin) -> bool:
         return self.client.get_client_id() == client.get_client_id()

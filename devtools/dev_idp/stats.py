@@ -46,6 +46,14 @@ class Stats:
         with self._lock:
             self._userinfo[outcome] += 1
 
+    def rotated_refresh_reuse(self) -> None:
+        """Count a refresh presenting a refresh token that an earlier refresh rotated away.
+
+        It gets ``invalid_grant``; for a gateway it means the answer of that earlier refresh
+        was lost, and with it the session's only usable refresh token."""
+        with self._lock:
+            self._counters["rotated_refresh_reuse"] += 1
+
     def code_replay(self) -> None:
         """Count an attempt to redeem an authorization code a second time."""
         with self._lock:
@@ -74,6 +82,7 @@ class Stats:
                     "token_requests": {k: dict(v) for k, v in self._token_requests.items()},
                     "refreshes": self._counters["refreshes"],
                     "code_replays": self._counters["code_replays"],
+                    "rotated_refresh_reuse": self._counters["rotated_refresh_reuse"],
                     "logins": dict(self._logins),
                     "userinfo": dict(self._userinfo),
                     "revocations": self._revocations,

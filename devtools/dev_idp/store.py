@@ -158,6 +158,12 @@ class Store:
         """Invalidate a refresh token after it was rotated."""
         with self._lock:
             token.refresh_revoked = True
+            token.rotated = True
+
+    def access_token_records(self, access_tokens: Iterable[str]) -> dict[str, Token | None]:
+        """The record of each access token (None for one never issued)."""
+        with self._lock:
+            return {value: self._by_access.get(value) for value in access_tokens}
 
     def revoke_access_token(self, token: Token) -> None:
         """Revoke one access token."""

@@ -86,6 +86,13 @@ class DevIdp:
             body["slow_seconds"] = slow_seconds
         return self._admin("POST", "faults", json=body)
 
+    def token_info(self, access_tokens: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """What the provider knows of each access token (None: never issued by it)."""
+        tokens: dict[str, dict[str, Any] | None] = self._admin(
+            "POST", "token-info", json={"access_tokens": list(access_tokens)}
+        )["tokens"]
+        return tokens
+
     def sign(
         self,
         claims: Mapping[str, Any],

@@ -9,31 +9,41 @@ from typing import Any
 
 import yaml
 
-from devtools.processes import ManagedProcess, envoy_ready, find_binary, free_port, port_open
+from devtools.processes import (
+    ManagedProcess,
+    envoy_ready,
+    find_binary,
+    free_port,
+    listening,
+    port_open,
+)
 
 TEST_SECRET = "test-server-secret-0123456789abcdef-0123456789"
 
 
+# The persistence `make run` and the shipped manifests give Redis: every write is in the
+# append-only file before Redis answers it, so a SIGKILL loses no acknowledged refresh.
+DURABLE_REDIS_ARGS: tuple[str, ...] = ("--appendonly", "yes", "--appendfsync", "always")
+EPHEMERAL_REDIS_ARGS: tuple[str, ...] = ("--save", "", "--appendonly", "no")
+
+
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    """redis-server on a free port; ``durable`` gives it the shipped persistence, so that
+    :meth:`kill` and :meth:`restart` act out a crash and a restart on the same data."""
+
+    def __init__(self, directory: Path, *, durable: bool = False) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        persistence = DURABLE_REDIS_ARGS if durable else EPHEMERAL_REDIS_ARGS
         self._process = ManagedProcess(
             "redis-server",
             [
                 find_binary("redis-server"),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
+                "--port", str(self.port), "--bind", "127.0.0.1",
+                *persistence,
+                "--dir", str(directory),
             ],
-        )
+        )  # fmt: skip
 
     def start(self) -> RedisServer:
         self._process.start(lambda: port_open(self.port))
@@ -45,6 +55,16 @@ class RedisServer:
 
     def resume(self) -> None:
         self._process.signal(signal.SIGCONT)
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL, as in a crash: nothing is flushed that was not already."""
+        self._process.signal(signal.SIGKILL)
+        assert self._process.process is not None
+        self._process.process.wait(timeout)
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start again on the same port and directory (loading what it persisted)."""
+        self._process.start(lambda: port_open(self.port), timeout=timeout)
 
     def stop(self) -> None:
         self._process.stop()
@@ -106,6 +126,53 @@ class ExtAuthzServer:
 
     def stop(self) -> int | None:
         return self._process.stop()
+
+
+class SupervisedExtAuthz:
+    """``python -m ext_authz`` as deployed: one supervisor and ``workers`` worker processes
+    on consecutive ports (``ExtAuthzSettings.endpoints``)."""
+
+    def __init__(self, config_path: Path, endpoints: list[str], env: dict[str, str]) -> None:
+        self.endpoints = endpoints
+        self.address = endpoints[0]
+        self._process = ManagedProcess(
+            "ext-authz-supervisor",
+            [sys.executable, "-m", "ext_authz", "--config", str(config_path)],
+            env=gateway_env(env),
+        )
+
+    def start(self, timeout: float = 30.0) -> SupervisedExtAuthz:
+        self._process.start(lambda: all(listening(a) for a in self.endpoints), timeout=timeout)
+        return self
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the live worker processes, oldest first (from /proc, so at any log
+        level): the supervisor's children that run multiprocessing's spawn entry point."""
+        pid = self._process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = []
+        for child in sorted(int(c) for c in children):
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:  # exited meanwhile
+                continue
+            if any(b"spawn_main" in part for part in command):
+                workers.append(child)
+        return workers
+
+    def output(self) -> str:
+        return self._process.output()
+
+    def signal(self, signum: int) -> None:
+        """Signal the supervisor (it forwards SIGHUP and SIGTERM to the workers)."""
+        self._process.signal(signum)
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
+
+    def stop(self) -> int | None:
+        return self._process.stop(timeout=20.0)
 
 
 class EnvoyServer:

@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 
+from devtools.processes import free_ports
 from gateway.config import GatewayConfig, load_config, provider_secret_variable
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import sync_store
@@ -22,6 +23,7 @@ from tests.support.servers import (
     ExtAuthzServer,
     LoginAppServer,
     RedisServer,
+    SupervisedExtAuthz,
     base_config,
     gateway_env,
     write_config,
@@ -35,12 +37,13 @@ GITLAB_SECRET = "gitlab-client-secret"
 class Stack:
     config_path: Path
     config: GatewayConfig
-    ext_authz: ExtAuthzServer  # the first worker
+    ext_authz: ExtAuthzServer | SupervisedExtAuthz  # the first worker, or the supervisor
     envoy: EnvoyServer
     stoppers: list[Callable[[], Any]] = field(default_factory=list)
     login_app: LoginAppServer | None = None
     idps: dict[str, DevIdp] = field(default_factory=dict)
     workers: list[ExtAuthzServer] = field(default_factory=list)
+    supervisor: SupervisedExtAuthz | None = None
 
     @property
     def url(self) -> str:
@@ -88,9 +91,12 @@ def start_stack(
     with_login: bool = False,
     idp_args: Sequence[str] = (),
     authz_workers: int = 1,
+    supervised: bool = False,
 ) -> Stack:
     """Start the gateway; ``with_login`` adds the login app and two dev IdPs:
-    ``primary`` (OIDC, the identity) and ``gitlab`` (plain OAuth2)."""
+    ``primary`` (OIDC, the identity) and ``gitlab`` (plain OAuth2). ``authz_workers`` are
+    separate processes, or with ``supervised`` the workers of one supervisor as deployed
+    (``Stack.supervisor``; ``Stack.workers`` is then empty)."""
     raw = base_config(redis_url=redis.url, backend_url=backend.url)
     stoppers: list[Callable[[], Any]] = []
     idps: dict[str, DevIdp] = {}
@@ -102,26 +108,36 @@ def start_stack(
                 provider_secret_variable("primary"): PRIMARY_SECRET,
                 provider_secret_variable("gitlab"): GITLAB_SECRET,
             }
+        if supervised:
+            first = free_ports(authz_workers)
+            raw["ext_authz"].update(listen=f"127.0.0.1:{first}", workers=authz_workers)
         if adjust:
             adjust(raw)
         config_path = write_config(directory / "gateway.yaml", raw)
         config = load_config(config_path, gateway_env(env))
-        workers = []
-        for _ in range(authz_workers):
+        workers: list[ExtAuthzServer] = []
+        supervisor = None
+        if supervised:
+            supervisor = SupervisedExtAuthz(config_path, list(config.ext_authz.endpoints()), env)
+            stoppers.append(supervisor.start().stop)
+        for _ in range(0 if supervised else authz_workers):
             workers.append(ExtAuthzServer(config_path, env).start())
             stoppers.append(workers[-1].stop)
         login_app = None
         if with_login:
             login_app = LoginAppServer(config_path, config.login_app.listen, env).start()
             stoppers.append(login_app.stop)
-        addresses = [worker.address for worker in workers]
+        addresses = supervisor.endpoints if supervisor else [w.address for w in workers]
         envoy = EnvoyServer(config_path, directory / "envoy.yaml", addresses).start()
         stoppers.append(envoy.stop)
     except Exception:
         for stop in reversed(stoppers):
             stop()
         raise
-    return Stack(config_path, config, workers[0], envoy, stoppers, login_app, idps, workers)
+    first_worker = workers[0] if workers else supervisor
+    return Stack(
+        config_path, config, first_worker, envoy, stoppers, login_app, idps, workers, supervisor
+    )
 
 
 def start_stack_on(

@@ -14,6 +14,7 @@ from devtools.dev_idp.context import current_context
 from devtools.dev_idp.errors import AdminRequestError
 
 bp = Blueprint("admin", __name__, url_prefix="/_admin")
+MAX_TOKEN_INFO = 10_000
 
 
 @bp.errorhandler(AdminRequestError)
@@ -53,6 +54,34 @@ def faults() -> Response:
     if request.method == "POST":
         settings = context.faults.update(_json_body())
     return jsonify(token_endpoint=str(settings.token_endpoint), slow_seconds=settings.slow_seconds)
+
+
+@bp.post("/token-info")
+def token_info() -> Response:
+    """What the provider knows of each ``{"access_tokens": [...]}``: grant, user, validity
+    window, revocation (null for a token it never issued), so a test can judge a token a
+    gateway injected without trusting the gateway's own storage."""
+    values = _json_body().get("access_tokens")
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise AdminRequestError("'access_tokens' must be a list of strings")
+    if len(values) > MAX_TOKEN_INFO:
+        raise AdminRequestError(f"at most {MAX_TOKEN_INFO} tokens per call")
+    records = current_context().store.access_token_records(values)
+    return jsonify(
+        tokens={
+            value: None
+            if record is None
+            else {
+                "grant_id": record.grant_id,
+                "username": record.user.username,
+                "client_id": record.client.client_id,
+                "issued_at": record.issued_at,
+                "expires_at": record.issued_at + record.expires_in,
+                "revoked": record.access_revoked,
+            }
+            for value, record in records.items()
+        }
+    )
 
 
 @bp.post("/backchannel-logout")

@@ -1,0 +1,274 @@
+"""The faults the fault-injection suite injects into a running gateway, each begun and ended.
+
+A fault acts on the real processes: the dev IdPs' ``/_admin/faults``, Redis through an
+administrative connection of its own (CONFIG, CLIENT PAUSE, CLIENT KILL) or by signal, and the
+ext_authz supervisor, its workers and the login app by signal. Storm-like faults repeat an
+action every ``tick_seconds`` while they last. ``end`` returns the moment the fault was
+really over (a Redis pause runs out after the last one was sent), from which recovery counts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis
+
+from gateway.providers.transport import HTTP_TIMEOUT
+
+if TYPE_CHECKING:
+    from soak.environment import Environment
+
+# Past the gateway's read timeout to the provider: the gateway gives up, the provider then
+# completes the refresh (and rotates the refresh token) for nobody.
+IDP_STALL_SECONDS = HTTP_TIMEOUT[1] + 2.0
+REDIS_PAUSE_MS = 400  # each CLIENT PAUSE: longer than redis.timeout, so commands time out
+REDIS_PAUSE_EVERY = 0.5
+RESET_EVERY = 0.25
+HANGUP_EVERY = 0.2
+
+
+@dataclass
+class FaultTarget:
+    """What faults act on: the running gateway and an admin connection to its Redis."""
+
+    env: Environment
+    admin: redis.Redis
+
+    @classmethod
+    def of(cls, env: Environment) -> FaultTarget:
+        # Its own long timeout: CLIENT PAUSE holds this connection too, and a reset storm
+        # must not take the suite's control of Redis with it.
+        client = redis.Redis.from_url(env.redis.url, socket_timeout=5, socket_connect_timeout=5)
+        return cls(env, client)
+
+    def idps(self, mode: str, slow_seconds: float | None = None) -> None:
+        for idp in self.env.stack.idps.values():
+            idp.set_faults(mode, slow_seconds=slow_seconds)
+
+    def worker_pids(self) -> list[int]:
+        supervisor = self.env.stack.supervisor
+        assert supervisor is not None, "the fault suite runs ext_authz supervised"
+        return supervisor.worker_pids()
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: ``begin``, an optional repeated ``tick``, and ``end``."""
+
+    name: str
+    summary: str  # for the report's table
+    begin: Callable[[FaultTarget], None]
+    end: Callable[[FaultTarget], None]
+    tick: Callable[[FaultTarget], None] | None = None
+    tick_seconds: float = 1.0
+    # Shorter would not test what the name says: at least min_seconds plus this many access
+    # token lifetimes (the suite's tokens are refreshed at half their lifetime).
+    min_seconds: float = 0.0
+    min_token_lifetimes: float = 0.0
+    lingers_seconds: float = 0.0  # after end(), the fault still acts this long
+
+
+def _nothing(_: FaultTarget) -> None:
+    return None
+
+
+# -- the IdP ---------------------------------------------------------------------------------
+
+
+def _idp_stall(target: FaultTarget) -> None:
+    target.idps("slow", slow_seconds=IDP_STALL_SECONDS)
+
+
+def _idp_stall_503(target: FaultTarget) -> None:
+    target.idps("slow503", slow_seconds=IDP_STALL_SECONDS)
+
+
+def _idp_down(target: FaultTarget) -> None:
+    target.idps("error503")
+
+
+def _idp_ok(target: FaultTarget) -> None:
+    target.idps("ok")
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+
+class _MaxMemory:
+    """maxmemory at what Redis holds now with noeviction: every write is refused (OOM)."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, str] = {}
+
+    def begin(self, target: FaultTarget) -> None:
+        admin = target.admin
+        self._saved = {
+            name: str(admin.config_get(name)[name]) for name in ("maxmemory", "maxmemory-policy")
+        }
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", str(used))
+
+    def end(self, target: FaultTarget) -> None:
+        for name, value in self._saved.items():
+            target.admin.config_set(name, value)
+
+
+def _pause_redis(target: FaultTarget) -> None:
+    target.admin.execute_command("CLIENT", "PAUSE", REDIS_PAUSE_MS, "ALL")
+
+
+def _reset_connections(target: FaultTarget) -> None:
+    # SKIPME yes (the default): the admin connection stays.
+    target.admin.execute_command("CLIENT", "KILL", "TYPE", "normal")
+
+
+def _kill_redis(target: FaultTarget) -> None:
+    target.env.redis.kill()
+
+
+def _restart_redis(target: FaultTarget) -> None:
+    target.env.redis.restart()
+    target.admin.connection_pool.disconnect()  # its connection died with the server
+
+
+# -- ext_authz and the login app -------------------------------------------------------------
+
+
+class _StoppedWorker:
+    """SIGSTOP one worker (the supervisor sees it alive and leaves it), later SIGCONT it."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+
+    def begin(self, target: FaultTarget) -> None:
+        self._pid = target.worker_pids()[-1]
+        os.kill(self._pid, signal.SIGSTOP)
+
+    def end(self, target: FaultTarget) -> None:
+        assert self._pid is not None
+        os.kill(self._pid, signal.SIGCONT)
+
+
+def _hangups(target: FaultTarget) -> None:
+    """SIGHUP to the supervisor (which forwards it), to each worker and to the login app."""
+    stack = target.env.stack
+    assert stack.supervisor is not None and stack.login_app is not None
+    stack.supervisor.signal(signal.SIGHUP)
+    for pid in target.worker_pids():
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:  # a worker that died: the supervisor restarts it
+            pass
+    stack.login_app.signal(signal.SIGHUP)
+
+
+def _kill_worker_then_hangups(target: FaultTarget) -> None:
+    """A worker dies; the supervisor starts another, into the storm that follows."""
+    os.kill(target.worker_pids()[0], signal.SIGKILL)
+    _hangups(target)
+
+
+def catalogue() -> dict[str, Fault]:
+    """Every fault by name, in the order the suite runs them."""
+    maxmemory = _MaxMemory()
+    stopped = _StoppedWorker()
+    faults = [
+        Fault(
+            "idp_stall",
+            f"both IdPs' token endpoints stall {IDP_STALL_SECONDS:g}s, then complete the refresh",
+            _idp_stall,
+            _idp_ok,
+            # Every session's first refresh in the fault (due within half a token lifetime)
+            # times out, and the retries after it (queued for the worker's threads) are
+            # stalled too.
+            min_seconds=HTTP_TIMEOUT[1] + 4.0,
+            min_token_lifetimes=0.5,
+            lingers_seconds=IDP_STALL_SECONDS,
+        ),
+        Fault(
+            "idp_stall_503",
+            f"both IdPs' token endpoints stall {IDP_STALL_SECONDS:g}s, then answer 503",
+            _idp_stall_503,
+            _idp_ok,
+            min_seconds=HTTP_TIMEOUT[1] + 1.0,
+            min_token_lifetimes=0.5,
+            lingers_seconds=IDP_STALL_SECONDS,
+        ),
+        Fault(
+            "idp_down",
+            "both IdPs' token endpoints answer 503 past the access tokens' expiry",
+            _idp_down,
+            _idp_ok,
+            min_seconds=1.0,
+            min_token_lifetimes=1.0,
+        ),
+        Fault(
+            "redis_maxmemory",
+            "Redis at maxmemory with noeviction: every write refused",
+            maxmemory.begin,
+            maxmemory.end,
+        ),
+        Fault(
+            "redis_slow",
+            f"Redis paused {REDIS_PAUSE_MS} ms of every {REDIS_PAUSE_EVERY * 1000:g} ms",
+            _pause_redis,
+            _nothing,
+            tick=_pause_redis,
+            tick_seconds=REDIS_PAUSE_EVERY,
+            lingers_seconds=REDIS_PAUSE_MS / 1000,
+        ),
+        Fault(
+            "redis_resets",
+            f"every Redis client connection killed every {RESET_EVERY * 1000:g} ms",
+            _reset_connections,
+            _nothing,
+            tick=_reset_connections,
+            tick_seconds=RESET_EVERY,
+        ),
+        Fault(
+            "redis_restart",
+            "Redis SIGKILLed, restarted on its port from its append-only file",
+            _kill_redis,
+            _restart_redis,
+        ),
+        Fault(
+            "authz_sigstop",
+            "one of the two ext_authz workers SIGSTOPped, then SIGCONTed",
+            stopped.begin,
+            stopped.end,
+        ),
+        Fault(
+            "sighup_storm",
+            f"SIGHUP every {HANGUP_EVERY * 1000:g} ms to the ext_authz supervisor, "
+            "each worker and the login app",
+            _hangups,
+            _nothing,
+            tick=_hangups,
+            tick_seconds=HANGUP_EVERY,
+        ),
+        Fault(
+            "sighup_worker_start",
+            "an ext_authz worker killed, the SIGHUP storm running while its replacement starts",
+            _kill_worker_then_hangups,
+            _nothing,
+            tick=_hangups,
+            tick_seconds=HANGUP_EVERY,
+        ),
+    ]
+    return {fault.name: fault for fault in faults}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.1) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
+    return True
