@@ -77,3 +77,13 @@ SOAK_SECONDS ?= 600
 .PHONY: soak
 soak: $(STAMP)
 	$(BIN)/python -m soak --duration $(SOAK_SECONDS) --out soak-results $(SOAK_ARGS)
+
+## The fault-injection suite: each fault (IdP stalled or down, Redis full, slow, resetting or
+## restarted, a worker stopped, SIGHUP storms) for FAULT_SECONDS under verified traffic; fails
+## on any request let through, any session needing a new login, any fault that does not heal.
+## JSON report and Markdown table in soak-results/. One fault: `make faults FAULTS=idp_stall`.
+FAULTS ?= all
+FAULT_SECONDS ?= 20
+.PHONY: faults
+faults: $(STAMP)
+	$(BIN)/python -m soak --faults $(FAULTS) --fault-seconds $(FAULT_SECONDS) --out soak-results

@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import requests
+
 from gateway.sessions.factory import sync_store
 from soak.environment import SOAK_USERS, Environment
 from soak.fault_traffic import (
@@ -42,6 +44,9 @@ from soak.faults import Fault, FaultTarget, wait_until
 from soak.pool import write_session
 
 EXPIRED_LIFETIME = 1.0  # seconds a session written to expire lives
+# A fault that left the gateway broken shows in its own result; the next one waits this long
+# for logins to work again before it gives up.
+PREPARE_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -101,12 +106,23 @@ class FaultRun:
 
     # -- preparation -----------------------------------------------------------------------
 
+    def _log_in(self, username: str) -> tuple[FaultSession, Any]:
+        """A login, tried again while the gateway still heals from the previous fault."""
+        deadline = time.monotonic() + PREPARE_TIMEOUT
+        while True:
+            try:
+                return log_in(self.stack, username)
+            except (RuntimeError, requests.RequestException):
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.5)
+
     def prepare(self) -> None:
         """Fresh sessions, a logged-out one and expired ones, each used once while alive."""
         for index in range(self.timings.sessions):
-            session, _ = log_in(self.stack, SOAK_USERS[index % len(SOAK_USERS)])
+            session, _ = self._log_in(SOAK_USERS[index % len(SOAK_USERS)])
             self.sessions.append(session)
-        gone, browser = log_in(self.stack, SOAK_USERS[0])
+        gone, browser = self._log_in(SOAK_USERS[0])
         log_out(self.stack, browser)
         self.refused["logged_out"].append(gone.credential)
         store = self.store

@@ -504,6 +504,32 @@ def test_refresh_rotates_and_the_old_refresh_token_then_gets_invalid_grant(idp: 
     assert stats["token_requests"]["refresh_token"] == {"ok": 2, "invalid_grant": 1}
 
 
+def test_a_rotated_away_refresh_token_is_counted_apart_from_a_revoked_one(idp: DevIdp) -> None:
+    rotated, revoked = tokens_for(idp), tokens_for(idp)
+    assert refresh(idp, rotated["refresh_token"]).status_code == 200
+    assert revoke(idp, revoked["refresh_token"]).status_code == 200
+
+    assert refresh(idp, rotated["refresh_token"]).json()["error"] == "invalid_grant"
+    assert refresh(idp, revoked["refresh_token"]).json()["error"] == "invalid_grant"
+    # Only the first means a client lost the answer of a refresh.
+    assert idp.stats()["rotated_refresh_reuse"] == 1
+
+
+def test_token_info_tells_grant_user_and_validity_of_each_access_token(idp: DevIdp) -> None:
+    tokens = tokens_for(idp)
+    fresh = refresh(idp, tokens["refresh_token"]).json()
+
+    info = idp.token_info([tokens["access_token"], fresh["access_token"], "never-issued"])
+
+    first, second = info[tokens["access_token"]], info[fresh["access_token"]]
+    assert first is not None and second is not None and info["never-issued"] is None
+    assert first["grant_id"] == second["grant_id"]  # one login, refreshed
+    assert first["username"] == "alice" and first["client_id"] == CLIENT_ID
+    assert first["issued_at"] <= second["issued_at"] < second["expires_at"]
+    assert first["revoked"] is False
+    assert info == idp.token_info(list(info))  # reading changes nothing
+
+
 def test_revoked_access_token_fails_at_userinfo_and_is_counted(idp: DevIdp) -> None:
     tokens = tokens_for(idp)
 
