@@ -92,7 +92,14 @@ def _delta(start: dict[str, dict[str, int]], end: dict[str, dict[str, int]]) -> 
 class FaultRun:
     """One fault's run; :meth:`run` returns its result as a JSON-ready dict."""
 
-    def __init__(self, env: Environment, fault: Fault, timings: FaultTimings, seed: int) -> None:
+    def __init__(
+        self,
+        env: Environment,
+        fault: Fault,
+        timings: FaultTimings,
+        seed: int,
+        refused: dict[str, list[Any]] | None = None,
+    ) -> None:
         self.env = env
         self.stack = env.stack
         self.fault = fault
@@ -101,8 +108,8 @@ class FaultRun:
         self.log = TrafficLog()
         self.verifier = Verifier(self.stack, self.log)
         self.sessions: list[FaultSession] = []
-        self.refused: dict[str, list[Any]] = {"logged_out": [], "expired": []}
         self.store = sync_store(self.stack.config)  # the suite's own view of Redis
+        self.refused = refused if refused is not None else {}
 
     # -- preparation -----------------------------------------------------------------------
 
@@ -118,13 +125,20 @@ class FaultRun:
             time.sleep(0.5)
 
     def prepare(self) -> None:
-        """Fresh sessions, a logged-out one and expired ones, each used once while alive."""
+        """Fresh sessions (and, unless given, the credentials that must be refused)."""
         for index in range(self.timings.sessions):
             session, _ = self._log_in(SOAK_USERS[index % len(SOAK_USERS)])
             self.sessions.append(session)
+        if not self.refused:
+            self.refused.update(self.refused_credentials())
+
+    def refused_credentials(self) -> dict[str, list[Any]]:
+        """A logged-out session and expired ones, each used once while alive (so that a
+        worker may hold them in its cache): requests with them must never get a 200."""
+        refused: dict[str, list[Any]] = {"logged_out": [], "expired": []}
         gone, browser = self._log_in(SOAK_USERS[0])
         log_out(self.stack, browser)
-        self.refused["logged_out"].append(gone.credential)
+        refused["logged_out"].append(gone.credential)
         store = self.store
         expiring = []
         for index in range(2):
@@ -135,9 +149,8 @@ class FaultRun:
                 lifetime=EXPIRED_LIFETIME,
             )
             expiring.append((credential, session.expires_at))
-            self.refused["expired"].append(credential)
-        # Used once alive, so that a worker may hold them in its cache when they expire.
-        client = self._client(0)
+            refused["expired"].append(credential)
+        client = FaultClient(self.stack, self.log, self.sessions, refused, self.seed)
         for credential, _ in expiring:
             client.http.get(
                 self.stack.url + "/api/alive",
@@ -146,6 +159,7 @@ class FaultRun:
             )
         last = max(expires_at for _, expires_at in expiring)
         wait_until(lambda: time.time() > last + 0.5, timeout=EXPIRED_LIFETIME + 5)
+        return refused
 
     def _client(self, index: int) -> FaultClient:
         return FaultClient(self.stack, self.log, self.sessions, self.refused, self.seed + index)

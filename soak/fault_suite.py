@@ -49,9 +49,17 @@ def fault_names(selection: str) -> list[str]:
     return names
 
 
-def run_fault(env: Environment, name: str, timings: FaultTimings, seed: int = 0) -> dict:
-    """Run one fault of the catalogue on ``env`` and return its result."""
-    return FaultRun(env, catalogue()[name], timings, seed).run()
+def run_fault(
+    env: Environment,
+    name: str,
+    timings: FaultTimings,
+    seed: int = 0,
+    refused: dict[str, list[Any]] | None = None,
+) -> dict:
+    """Run one fault of the catalogue on ``env`` and return its result. ``refused``: the
+    credentials that must be refused, shared by the faults of one gateway (made here and
+    added to it when empty)."""
+    return FaultRun(env, catalogue()[name], timings, seed, refused).run()
 
 
 def run_suite(
@@ -64,12 +72,13 @@ def run_suite(
     """Every fault of ``names`` on one gateway, in turn; the whole report."""
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results = []
+    refused: dict[str, list[Any]] = {}
     timings = replace(timings, access_token_ttl=access_token_ttl)
     with fault_gateway(access_token_ttl) as env:
         for index, name in enumerate(names):
             progress(f"fault {name}: {catalogue()[name].summary}")
             try:
-                result = run_fault(env, name, timings, seed=index * 100)
+                result = run_fault(env, name, timings, index * 100, refused)
             except Exception as exc:  # noqa: BLE001 (one broken fault must not hide the others)
                 result = failed_run(name, f"the suite could not run it: {exc!r}")
             progress(

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 IDP_STALL_SECONDS = HTTP_TIMEOUT[1] + 2.0
 REDIS_PAUSE_MS = 400  # each CLIENT PAUSE: longer than redis.timeout, so commands time out
 REDIS_PAUSE_EVERY = 0.5
-RESET_EVERY = 0.25
+RESET_EVERY = 0.1
 HANGUP_EVERY = 0.2
+PIN_EVERY = 0.1  # re-pinning maxmemory to what Redis holds
 
 
 @dataclass
@@ -100,7 +101,9 @@ def _idp_ok(target: FaultTarget) -> None:
 
 
 class _MaxMemory:
-    """maxmemory at what Redis holds now with noeviction: every write is refused (OOM)."""
+    """Redis at its maxmemory with noeviction: maxmemory pinned (again every ``PIN_EVERY``) to
+    what Redis holds, so one small write fits (a refresh lock) and the next is refused (OOM),
+    as when a full Redis frees a little now and then."""
 
     def __init__(self) -> None:
         self._saved: dict[str, str] = {}
@@ -110,9 +113,12 @@ class _MaxMemory:
         self._saved = {
             name: str(admin.config_get(name)[name]) for name in ("maxmemory", "maxmemory-policy")
         }
-        used = int(admin.info("memory")["used_memory"])
         admin.config_set("maxmemory-policy", "noeviction")
-        admin.config_set("maxmemory", str(used))
+        self.pin(target)
+
+    def pin(self, target: FaultTarget) -> None:
+        used = int(target.admin.info("memory")["used_memory"])
+        target.admin.config_set("maxmemory", str(used))
 
     def end(self, target: FaultTarget) -> None:
         for name, value in self._saved.items():
@@ -210,9 +216,11 @@ def catalogue() -> dict[str, Fault]:
         ),
         Fault(
             "redis_maxmemory",
-            "Redis at maxmemory with noeviction: every write refused",
+            "Redis at maxmemory (noeviction, pinned to its usage): writes refused",
             maxmemory.begin,
             maxmemory.end,
+            tick=maxmemory.pin,
+            tick_seconds=PIN_EVERY,
         ),
         Fault(
             "redis_slow",
