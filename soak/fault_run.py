@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -47,6 +47,15 @@ EXPIRED_LIFETIME = 1.0  # seconds a session written to expire lives
 # A fault that left the gateway broken shows in its own result; the next one waits this long
 # for logins to work again before it gives up.
 PREPARE_TIMEOUT = 60.0
+
+
+@dataclass
+class Carried:
+    """What one fault hands the next on the same gateway: the credentials that must be
+    refused, and the sessions it left healthy (a lost one is replaced by a new login)."""
+
+    refused: dict[str, list[Any]] = field(default_factory=dict)
+    sessions: list[FaultSession] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ class FaultRun:
         fault: Fault,
         timings: FaultTimings,
         seed: int,
-        refused: dict[str, list[Any]] | None = None,
+        carried: Carried | None = None,
     ) -> None:
         self.env = env
         self.stack = env.stack
@@ -109,7 +118,8 @@ class FaultRun:
         self.verifier = Verifier(self.stack, self.log)
         self.sessions: list[FaultSession] = []
         self.store = sync_store(self.stack.config)  # the suite's own view of Redis
-        self.refused = refused if refused is not None else {}
+        self.carried = carried if carried is not None else Carried()
+        self.refused = self.carried.refused
 
     # -- preparation -----------------------------------------------------------------------
 
@@ -125,8 +135,10 @@ class FaultRun:
             time.sleep(0.5)
 
     def prepare(self) -> None:
-        """Fresh sessions (and, unless given, the credentials that must be refused)."""
-        for index in range(self.timings.sessions):
+        """The sessions the previous fault left healthy, new logins for the rest (and,
+        unless carried over, the credentials that must be refused)."""
+        self.sessions.extend(self.carried.sessions[: self.timings.sessions])
+        for index in range(len(self.sessions), self.timings.sessions):
             session, _ = self._log_in(SOAK_USERS[index % len(SOAK_USERS)])
             self.sessions.append(session)
         if not self.refused:
@@ -270,11 +282,13 @@ class FaultRun:
 
     # -- the verdict -----------------------------------------------------------------------
 
-    def _sessions_lost(self, observations: list[Observation], ended_wall: float) -> list[str]:
-        """Why each lost session is lost (one line per session)."""
+    def _sessions_lost(
+        self, observations: list[Observation], ended_wall: float
+    ) -> dict[FaultSession, str]:
+        """Why each lost session is lost."""
         store = self.store
         served = self._pairs_served_fresh(observations, ended_wall)
-        lost = []
+        lost = {}
         for index, live in enumerate(self.sessions):
             reasons = []
             try:
@@ -291,7 +305,7 @@ class FaultRun:
                 elif (id(live), provider) not in served:
                     reasons.append(f"{provider} not served a fresh token by the deadline")
             if reasons:
-                lost.append(f"session {index} ({live.username}): " + "; ".join(reasons))
+                lost[live] = f"session {index} ({live.username}): " + "; ".join(reasons)
         return lost
 
     def _result(
@@ -314,7 +328,9 @@ class FaultRun:
         if recovered:
             recovery = round(max(bad_after, default=fault_ended) - fault_ended, 2)
         let_through = [o for o in observations if o.outcome in (LET_THROUGH, WRONG_TOKEN)]
-        lost = self._sessions_lost(observations, ended_wall)
+        lost_by_session = self._sessions_lost(observations, ended_wall)
+        lost = list(lost_by_session.values())
+        self.carried.sessions = [s for s in self.sessions if s not in lost_by_session]
         failures = []
         if let_through:
             failures.append(f"{len(let_through)} requests let through without a valid session")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from soak.environment import Environment, running_gateway
-from soak.fault_run import FaultRun, FaultTimings
+from soak.fault_run import Carried, FaultRun, FaultTimings
 from soak.faults import catalogue
 
 ACCESS_TOKEN_TTL = 6  # seconds: refreshes every 3 s, so each fault outlives several tokens
@@ -54,12 +54,11 @@ def run_fault(
     name: str,
     timings: FaultTimings,
     seed: int = 0,
-    refused: dict[str, list[Any]] | None = None,
+    carried: Carried | None = None,
 ) -> dict:
-    """Run one fault of the catalogue on ``env`` and return its result. ``refused``: the
-    credentials that must be refused, shared by the faults of one gateway (made here and
-    added to it when empty)."""
-    return FaultRun(env, catalogue()[name], timings, seed, refused).run()
+    """Run one fault of the catalogue on ``env`` and return its result; ``carried`` passes
+    healthy sessions and refused credentials from one fault to the next."""
+    return FaultRun(env, catalogue()[name], timings, seed, carried).run()
 
 
 def run_suite(
@@ -72,13 +71,13 @@ def run_suite(
     """Every fault of ``names`` on one gateway, in turn; the whole report."""
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results = []
-    refused: dict[str, list[Any]] = {}
+    carried = Carried()
     timings = replace(timings, access_token_ttl=access_token_ttl)
     with fault_gateway(access_token_ttl) as env:
         for index, name in enumerate(names):
             progress(f"fault {name}: {catalogue()[name].summary}")
             try:
-                result = run_fault(env, name, timings, index * 100, refused)
+                result = run_fault(env, name, timings, index * 100, carried)
             except Exception as exc:  # noqa: BLE001 (one broken fault must not hide the others)
                 result = failed_run(name, f"the suite could not run it: {exc!r}")
             progress(

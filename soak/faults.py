@@ -30,7 +30,10 @@ REDIS_PAUSE_MS = 400  # each CLIENT PAUSE: longer than redis.timeout, so command
 REDIS_PAUSE_EVERY = 0.5
 RESET_EVERY = 0.1
 HANGUP_EVERY = 0.2
-PIN_EVERY = 0.1  # re-pinning maxmemory to what Redis holds
+THAW_SECONDS = 0.15  # a stopped worker runs this long every FREEZE_EVERY
+FREEZE_EVERY = 0.5
+PIN_EVERY = 0.1
+QUIET_BEFORE_KILL = 1.0  # re-pinning maxmemory to what Redis holds
 
 
 @dataclass
@@ -147,13 +150,21 @@ def _restart_redis(target: FaultTarget) -> None:
 
 
 class _StoppedWorker:
-    """SIGSTOP one worker (the supervisor sees it alive and leaves it), later SIGCONT it."""
+    """SIGSTOP one worker (the supervisor sees it alive and leaves it), let it run for
+    ``THAW_SECONDS`` every ``tick_seconds`` (a starved or debugged process: each freeze may
+    land anywhere in a refresh), and SIGCONT it at the end."""
 
     def __init__(self) -> None:
         self._pid: int | None = None
 
     def begin(self, target: FaultTarget) -> None:
         self._pid = target.worker_pids()[-1]
+        os.kill(self._pid, signal.SIGSTOP)
+
+    def thaw_briefly(self, target: FaultTarget) -> None:
+        assert self._pid is not None
+        os.kill(self._pid, signal.SIGCONT)
+        time.sleep(THAW_SECONDS)  # the fault itself: how long the worker may run
         os.kill(self._pid, signal.SIGSTOP)
 
     def end(self, target: FaultTarget) -> None:
@@ -175,8 +186,15 @@ def _hangups(target: FaultTarget) -> None:
 
 
 def _kill_worker_then_hangups(target: FaultTarget) -> None:
-    """A worker dies; the supervisor starts another, into the storm that follows."""
+    """A worker dies; the supervisor starts another, into the storm that follows.
+
+    The IdPs refuse refreshes (503, rotating nothing) for a moment around the kill: a
+    worker killed between a provider's rotation and the write to Redis loses that session
+    whatever the gateway does, and this fault is about the SIGHUPs."""
+    target.idps("error503")
+    time.sleep(QUIET_BEFORE_KILL)  # lets refreshes already at the provider finish
     os.kill(target.worker_pids()[0], signal.SIGKILL)
+    target.idps("ok")
     _hangups(target)
 
 
@@ -247,9 +265,12 @@ def catalogue() -> dict[str, Fault]:
         ),
         Fault(
             "authz_sigstop",
-            "one of the two ext_authz workers SIGSTOPped, then SIGCONTed",
+            "one of the two ext_authz workers SIGSTOPped, SIGCONTed for "
+            f"{THAW_SECONDS * 1000:g} ms every {FREEZE_EVERY * 1000:g} ms",
             stopped.begin,
             stopped.end,
+            tick=stopped.thaw_briefly,
+            tick_seconds=FREEZE_EVERY,
         ),
         Fault(
             "sighup_storm",
@@ -262,7 +283,8 @@ def catalogue() -> dict[str, Fault]:
         ),
         Fault(
             "sighup_worker_start",
-            "an ext_authz worker killed, the SIGHUP storm running while its replacement starts",
+            "an ext_authz worker killed (no refresh in flight), the SIGHUP storm running "
+            "while its replacement starts",
             _kill_worker_then_hangups,
             _nothing,
             tick=_hangups,

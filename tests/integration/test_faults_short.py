@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from soak.environment import Environment
-from soak.fault_run import FaultTimings
+from soak.fault_run import Carried, FaultTimings
 from soak.fault_suite import fault_gateway, run_fault, write
 from soak.faults import catalogue
 
@@ -80,16 +80,16 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict
 
 
 @pytest.fixture(scope="module")
-def refused() -> dict[str, list[Any]]:
-    """The credentials that must be refused, made by the first fault and shared."""
-    return {}
+def carried() -> Carried:
+    """Healthy sessions and refused credentials, handed from one fault to the next."""
+    return Carried()
 
 
 @pytest.fixture
-def result(request, gateway, results, refused) -> dict[str, Any]:
+def result(request, gateway, results, carried) -> dict[str, Any]:
     name = request.node.callspec.params["fault"]
     if name not in results:
-        results[name] = run_fault(gateway, name, SHORT, len(results) * 100, refused)
+        results[name] = run_fault(gateway, name, SHORT, len(results) * 100, carried)
     return results[name]
 
 
