@@ -40,15 +40,18 @@ SHORT = FaultTimings(
 )
 LONG_ONLY = {"idp_stall_503"}
 
-REFRESH_KEPT = (
-    "issue 12, 'a refresh that was sent is completed and kept': a refresh whose answer does "
-    "not reach Redis leaves the session with a rotated-away refresh token (invalid_grant)"
-)
+# Today each of these ends with refreshes whose answer never reached Redis: the session
+# keeps a refresh token the provider has rotated away, its next refresh gets invalid_grant
+# (the dev IdP's rotated_refresh_reuse counts it) and that provider needs a new login.
+REFRESH_KEPT = "issue 12: 'a refresh that was sent is completed and kept'"
 NOT_FIXED_YET = {
-    "idp_stall": REFRESH_KEPT,
-    "redis_maxmemory": REFRESH_KEPT,
-    "redis_slow": REFRESH_KEPT,
-    "redis_resets": REFRESH_KEPT,
+    "idp_stall": f"{REFRESH_KEPT}: the provider call is abandoned at the read timeout and "
+    "retried with the refresh token the stalled call then rotates away",
+    "redis_maxmemory": f"{REFRESH_KEPT}: the refreshed tokens are not retried into a Redis "
+    "that refuses writes (OOM)",
+    "redis_slow": f"{REFRESH_KEPT}: a refresh's write that times out is not retried",
+    "redis_resets": f"{REFRESH_KEPT}, and stale Redis connections retried once: a write on "
+    "a reset connection loses the refresh",
 }
 
 

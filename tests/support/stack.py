@@ -135,6 +135,7 @@ def start_stack(
             stop()
         raise
     first_worker = workers[0] if workers else supervisor
+    assert first_worker is not None  # authz_workers >= 1 started one or the other
     return Stack(
         config_path, config, first_worker, envoy, stoppers, login_app, idps, workers, supervisor
     )
