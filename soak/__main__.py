@@ -2,6 +2,9 @@
 
 Exit codes: 0 passed; 1 an unexpected outcome, memory growth beyond the allowance, leaked
 Redis keys or a component that died; 2 usage or the stack did not start.
+
+With ``--faults`` it runs the fault-injection suite instead (soak/fault_suite.py): exit 1
+then means a fault let a request through, lost a session or did not heal.
 """
 
 from __future__ import annotations

@@ -111,12 +111,17 @@ def users_saw(result: dict[str, Any]) -> str:
             continue
         total = sum(statuses.values())
         shown = ", ".join(
-            f"{status} {100 * count / total:.0f}%"
+            f"{status} {_percent(count, total)}"
             for status, count in sorted(statuses.items(), key=lambda item: -item[1])
         )
         label = {"session": "logged in", "login_start": "login page"}.get(kind, kind)
         parts.append(f"{label}: {shown}")
     return "; ".join(parts)
+
+
+def _percent(count: int, total: int) -> str:
+    share = 100 * count / total
+    return "<1%" if 0 < share < 0.5 else f"{share:.0f}%"
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -126,11 +131,12 @@ def markdown_table(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for result in report["faults"]:
-        recovery = (
-            f"{result['recovery_seconds']:.1f} s"
-            if result["recovered"]
-            else f"not within {report['timings']['recovery_timeout']:g} s"
-        )
+        if result["recovered"]:
+            recovery = f"{result['recovery_seconds']:.1f} s"
+        elif result["sessions_lost"]:
+            recovery = "never: sessions lost"  # needs_login only ends with a new login
+        else:
+            recovery = f"not within {report['timings']['recovery_timeout']:g} s"
         lines.append(
             f"| {result['fault']} ({result['summary']}, {result['fault_seconds']:g} s) "
             f"| {users_saw(result)} | {recovery} | {result['let_through']} "

@@ -58,6 +58,9 @@ def test_the_table_shows_what_users_saw_recovery_and_sessions_lost():
             {"fault": "idp_down", "summary": "503", "fault_seconds": 20, "recovered": True,
              "recovery_seconds": 1.25, "let_through": 0, "sessions_lost": 0, "sessions": 6,
              "during_fault": {"session": {"200": 3, "503": 1}}},
+            {"fault": "slow", "summary": "slow", "fault_seconds": 20, "recovered": False,
+             "recovery_seconds": None, "let_through": 0, "sessions_lost": 0, "sessions": 6,
+             "during_fault": {"session": {"200": 999, "503": 1}}},
             {"fault": "redis_resets", "summary": "kills", "fault_seconds": 20,
              "recovered": False, "recovery_seconds": None, "let_through": 0,
              "sessions_lost": 2, "sessions": 6, "during_fault": {}},
@@ -66,4 +69,5 @@ def test_the_table_shows_what_users_saw_recovery_and_sessions_lost():
     rows = markdown_table(report).splitlines()
     assert rows[0].startswith("| fault | what users see")
     assert "logged in: 200 75%, 503 25%" in rows[2] and "| 1.2 s |" in rows[2]
-    assert "not within 60 s" in rows[3] and rows[3].endswith("| 2 of 6 |")
+    assert "200 100%, 503 <1%" in rows[3] and "not within 60 s" in rows[3]
+    assert "never: sessions lost" in rows[4] and rows[4].endswith("| 2 of 6 |")
