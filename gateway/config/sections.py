@@ -239,9 +239,6 @@ class ExtAuthzSettings(_Model):
     allowed_origins: tuple[str, ...] = Field(
         (), description="Extra origins allowed to send cookie-authenticated unsafe requests."
     )
-    max_cookie_header_bytes: int = Field(
-        8192, gt=0, description="A larger Cookie header is refused as a malformed credential."
-    )
     decision_log: Literal["all", "denied", "none"] = Field(
         "denied",
         description="Which decisions get a JSON log line: all, only denials (the default; "
