@@ -5,8 +5,6 @@ Imported only when ``ext_authz.transport`` is grpc, so HTTP-mode workers never l
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
@@ -26,20 +24,6 @@ class GrpcTransport:
         self._server = server
         self._health = health
         self.address = address
-        self._health_updates: set[asyncio.Task[None]] = set()
-
-    def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        loop = asyncio.get_running_loop()
-        for service in _SERVICES:
-            # The loop keeps tasks only weakly: hold each until done, lest it be collected.
-            update = loop.create_task(self._health.set(service, status))
-            self._health_updates.add(update)
-            update.add_done_callback(self._health_updates.discard)
 
     async def stop(self, grace: float) -> None:
         await self._health.enter_graceful_shutdown()
@@ -73,6 +57,6 @@ async def start_grpc(authorizer: Authorizer, listen: str) -> GrpcTransport:
     address = _bind(server, listen)
     await server.start()
     for service in _SERVICES:
-        # NOT_SERVING until the invalidation feed shows Redis answers.
-        await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # SERVING until shutdown, whatever Redis does (see ext_authz.server).
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     return GrpcTransport(server, health, address)

@@ -144,9 +144,6 @@ class HttpTransport:
         self._server = server
         self.address = address
 
-    def set_serving(self, serving: bool) -> None:
-        pass  # the health path asks the running server each time
-
     async def stop(self, grace: float) -> None:
         self._server.close()
         with contextlib.suppress(TimeoutError):
