@@ -189,9 +189,37 @@ def read_presented(
 
 
 def session_cookie_values(cookie_header: str, cookie_names: Collection[str]) -> list[str]:
-    """The values of the named cookies in ``cookie_header``, in the order sent."""
-    # Most requests carry no session cookie at all; the substring test spares splitting a
-    # header of tens of kilobytes for them.
-    if not cookie_header or not any(name in cookie_header for name in cookie_names):
-        return []
-    return [value for name, value in split_cookies(cookie_header) if name in cookie_names]
+    """The values of the named cookies in ``cookie_header``, in the order sent: the pairs
+    :func:`split_cookies` would find, without splitting a header of tens of kilobytes (a
+    cookie bomb costs a substring search, in C, not a Python object per cookie)."""
+    found: list[tuple[int, str]] = []
+    for name in cookie_names:
+        start = 0
+        while (at := cookie_header.find(name, start)) != -1:
+            start = at + len(name)
+            value = _value_of_pair_at(cookie_header, at, len(name))
+            if value is not None:
+                found.append((at, value))
+    found.sort()
+    return [value for _, value in found]
+
+
+def _value_of_pair_at(header: str, at: int, name_length: int) -> str | None:
+    """The value when ``header[at:]`` starts a pair of that name (only whitespace between
+    the name and a separator or the start, and between it and '='), else None."""
+    before = at - 1
+    while before >= 0 and header[before].isspace():
+        before -= 1
+    if before >= 0 and header[before] not in ";,":
+        return None  # inside another cookie's name or value
+    equals = at + name_length
+    while equals < len(header) and header[equals].isspace():
+        equals += 1
+    if equals == len(header) or header[equals] != "=":
+        return None  # a longer name, or no value
+    end = len(header)
+    for separator in ";,":
+        found = header.find(separator, equals)
+        if found != -1:
+            end = min(end, found)
+    return header[equals + 1 : end].strip().strip('"')
