@@ -5,6 +5,8 @@ Imported only when ``ext_authz.transport`` is grpc, so HTTP-mode workers never l
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
@@ -14,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.grpc_service import AuthorizationService
+from gateway import contract
 
 AUTHORIZATION_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _SERVICES = ("", AUTHORIZATION_SERVICE)
@@ -24,6 +27,21 @@ class GrpcTransport:
         self._server = server
         self._health = health
         self.address = address
+        self._health_updates: set[asyncio.Task[None]] = set()
+
+    def set_feed_live(self, live: bool) -> None:
+        """Report the session feed's state under its own name, never under the probes'."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if live
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        update = asyncio.get_running_loop().create_task(
+            self._health.set(contract.SESSION_FEED_HEALTH_SERVICE, status)
+        )
+        # The loop keeps tasks only weakly: hold each until done, lest it be collected.
+        self._health_updates.add(update)
+        update.add_done_callback(self._health_updates.discard)
 
     async def stop(self, grace: float) -> None:
         await self._health.enter_graceful_shutdown()
@@ -59,4 +77,7 @@ async def start_grpc(authorizer: Authorizer, listen: str) -> GrpcTransport:
     for service in _SERVICES:
         # SERVING until shutdown, whatever Redis does (see ext_authz.server).
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    await health.set(
+        contract.SESSION_FEED_HEALTH_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     return GrpcTransport(server, health, address)

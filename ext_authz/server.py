@@ -39,6 +39,8 @@ ConfigLoader = Callable[[], GatewayConfig]
 class Transport(Protocol):
     address: str
 
+    def set_feed_live(self, live: bool) -> None: ...
+
     async def stop(self, grace: float) -> None: ...
 
 
@@ -61,6 +63,8 @@ class RunningServer:
     def redis_changed(self, reachable: bool) -> None:
         """The invalidation feed's word on Redis: logged, and deliberately not health."""
         self.redis_reachable = reachable
+        if self.transport is not None and self.serving:
+            self.transport.set_feed_live(reachable)
         logger.log(
             logging.INFO if reachable else logging.WARNING,
             "redis reachable" if reachable else "redis unreachable: checks answer 503",

@@ -14,6 +14,7 @@ import requests
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.contract import SESSION_FEED_HEALTH_SERVICE
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import keyspace, sync_store
 from tests.support.checks import check, injected
@@ -128,7 +129,15 @@ def test_a_redis_outage_leaves_health_serving_and_users_get_the_gateways_503(sta
         )
         reply = requests.get(stack.url + "/api/x", headers=cookie, timeout=5)
         assert reply.json()["reason"] == "redis_unavailable" and reply.headers["retry-after"]
-        wait_for(lambda: "redis unreachable" in stack.ext_authz.output(), timeout=20)
+        # Once the session feed has noticed (it reports under a name of its own) ...
+        wait_for(
+            lambda: (
+                grpc_health_of(stack.ext_authz.address, SESSION_FEED_HEALTH_SERVICE)
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            ),
+            timeout=20,
+        )
+        # ... what the probes ask stays SERVING.
         assert grpc_health(stack.ext_authz.address) == serving
         assert grpc_health_of(stack.ext_authz.address, AUTHORIZATION) == serving
         not_ready = requests.get(ready, timeout=5)
@@ -138,6 +147,9 @@ def test_a_redis_outage_leaves_health_serving_and_users_get_the_gateways_503(sta
     finally:
         own_redis.resume()
     wait_for(lambda: requests.get(ready, timeout=5).status_code == 200)
+    wait_for(
+        lambda: grpc_health_of(stack.ext_authz.address, SESSION_FEED_HEALTH_SERVICE) == serving
+    )
     assert requests.get(stack.url + "/api/x", headers=cookie, timeout=5).status_code == 200
 
 
