@@ -9,6 +9,7 @@ IdP never sees a retired refresh token.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -198,3 +199,46 @@ def test_an_idp_slower_than_the_default_read_timeout_completes_the_refresh(
     new = stored(stack, credential).tokens["primary"].access_token
     assert bearer(stack, 1, credential) == new
     assert_refreshes_again(stack, credential, primary)
+
+
+def test_a_stored_refresh_survives_redis_killed_and_restarted_with_the_shipped_persistence(
+    tmp_path, echo_backend
+):
+    redis_server = RedisServer(tmp_path / "redis-data", persistence=True)
+    (tmp_path / "redis-data").mkdir()
+    redis_server.start()
+    stack = start_stack(
+        tmp_path, redis_server, echo_backend, refresh_settings, with_login=True, authz_workers=2
+    )
+    try:
+        primary = stack.idps["primary"]
+        browser, page = browser_login(stack)
+        assert page.status_code == 200, page.text[:500]
+        credential = SessionCredential.parse(browser.cookies.get(stack.cookie_name))
+        old = age_token(stack, credential)
+        bearer(stack, 0, credential)
+        wait_for(
+            lambda: stored(stack, credential).tokens["primary"].access_token != old,
+            "the refresh was never stored",
+        )
+        new = stored(stack, credential).tokens["primary"].access_token
+
+        # The process handle is the one way to SIGKILL it: no shutdown, no final save.
+        redis_server._process.signal(signal.SIGKILL)
+        assert redis_server._process.process is not None
+        redis_server._process.process.wait(10)
+        redis_server.start()
+
+        # Stale pooled connections may give 503s for a moment; never a logout, never the
+        # retired refresh token.
+        def answers() -> bool:
+            reply = check(stack.workers[1].address, cookie(stack, credential), timeout=10)
+            assert reply.status.code == 0 or reply.denied_response.status.code == 503, reply
+            return reply.status.code == 0
+
+        wait_for(answers, "the session never answered again after the restart")
+        assert bearer(stack, 1, credential) == new
+        assert_refreshes_again(stack, credential, primary)
+    finally:
+        stack.stop()
+        redis_server.stop()
