@@ -50,18 +50,18 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ext_authz.metrics import REFRESHES
 from ext_authz.provider_calls import ProviderCalls
-from ext_authz.unstored_tokens import UnstoredTokens
+from ext_authz.unstored_tokens import Sleep, TokenWriter, UnstoredTokens, hold
 from gateway.config import Provider, TokenSettings
 from gateway.errors import ClientRefused, ProviderRejected, ProviderUnavailable, StoreUnavailable
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.interface import AsyncSessions
-from gateway.sessions.model import Session, TokenSet
+from gateway.sessions.model import Session
 from gateway.sessions.refresh_lock import RefreshLock
 
 if TYPE_CHECKING:
@@ -73,13 +73,8 @@ _POLL_SECONDS = 0.05
 # Sessions whose refresh was refused, remembered per worker; the oldest go first past this.
 _MAX_REFUSED = 10_000
 CLIENT_REFUSAL_PAUSE = 30.0
-# Backoff of a write of refreshed tokens that Redis refused: soon after a blip, no faster
-# than once a second during a long outage.
-FIRST_WRITE_RETRY = 0.05
-LAST_WRITE_RETRY = 1.0
 # How long closing a worker waits for refreshes under way to store what they got.
 CLOSE_GRACE = 5.0
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class RefreshFailed(Exception):
@@ -108,13 +103,13 @@ class Refresher:
     ) -> None:
         self._clock = clock
         self._client_for = client_for  # tests give a fake provider
-        self._sleep = sleep  # the write retries' backoff (tests count it instead)
         self._store = store
         self._calls = calls if calls is not None else ProviderCalls()
         # Refreshes under way and their unstored results outlive a reload: a refresh that
         # was sent before it is still completed and kept after it.
         self._in_flight: dict[tuple[str, str], asyncio.Task[Session]] = {}
         self.unstored = UnstoredTokens()
+        self._writer = TokenWriter(store, self.unstored, clock, sleep)
         self.reconfigure(providers, settings)
 
     def reconfigure(self, providers: dict[str, Provider], settings: TokenSettings) -> None:
@@ -242,9 +237,9 @@ class Refresher:
     async def _keep_lock(self, lock: RefreshLock, lease: float) -> None:
         """Extend the lease while the provider answers and the result is being stored."""
         while True:
-            # Real time, not self._sleep: the lease runs on Redis's clock.
+            # Real time, not the writer's sleep: the lease runs on Redis's clock.
             await asyncio.sleep(lease / 3)
-            await _hold(lock)
+            await hold(lock)
 
     async def _refresh_holding_lock(
         self,
@@ -294,7 +289,7 @@ class Refresher:
             logger.warning("refresh failed", extra={"provider": provider_id, "detail": str(exc)})
             REFRESHES.labels(provider_id, "unavailable").inc()
             raise RefreshFailed("refresh_unavailable") from exc
-        updated = await self._store_until_accepted(
+        updated = await self._writer.store(
             credential, provider_id, fresh, tokens.refresh_token, current.expires_at, lock
         )
         if updated is None:
@@ -302,62 +297,6 @@ class Refresher:
         logger.info("token refresh", extra={"provider": provider_id, "outcome": outcome})
         REFRESHES.labels(provider_id, outcome).inc()
         return updated
-
-    async def _store_until_accepted(
-        self,
-        credential: SessionCredential,
-        provider_id: str,
-        fresh: TokenSet,
-        used_refresh_token: str,
-        not_after: int,
-        lock: RefreshLock,
-    ) -> Session | None:
-        """Write the provider's answer until Redis takes it (None: the session is gone).
-
-        The provider has retired ``used_refresh_token``; dropping its answer would leave the
-        session with a refresh token that only gets ``invalid_grant``. So the write is
-        retried for as long as the session lives (``not_after``: its absolute expiry), and
-        this worker serves ``fresh`` meanwhile. The write stays fenced on the used token: a
-        session deleted or refreshed by someone else meanwhile keeps what Redis has.
-        """
-        lookup_id = credential.lookup_id
-        delay = FIRST_WRITE_RETRY
-        attempts = 0
-        try:
-            while True:
-                try:
-                    updated = await self._store.replace_tokens(
-                        credential, provider_id, fresh, used_refresh_token=used_refresh_token
-                    )
-                    if attempts:
-                        logger.info(
-                            "refreshed tokens stored after retries",
-                            extra={"provider": provider_id, "attempts": attempts},
-                        )
-                    return updated
-                except StoreUnavailable as exc:
-                    attempts += 1
-                    if attempts == 1:
-                        self.unstored.hold(lookup_id, provider_id, used_refresh_token, fresh)
-                        logger.warning(
-                            "refreshed tokens not stored yet; serving them from memory and "
-                            "retrying",
-                            extra={"provider": provider_id, "detail": str(exc)},
-                        )
-                    if self._clock() >= not_after:
-                        logger.error(
-                            "refreshed tokens never stored: the session ended first",
-                            extra={"provider": provider_id, "attempts": attempts},
-                        )
-                        return None
-                await self._sleep(delay)
-                delay = min(2 * delay, LAST_WRITE_RETRY)
-                # The keeper extends the lease too; this re-takes it at once when Redis is
-                # back after an outage longer than the lease.
-                await _hold(lock)
-        finally:
-            if attempts:
-                self.unstored.release(lookup_id, provider_id)
 
     def _client(self, provider_id: str) -> ProviderClient:
         """The provider's client, built at its first refresh: the OAuth libraries it needs
@@ -372,17 +311,6 @@ class Refresher:
                 client = ProviderClient(self._providers[provider_id], redirect_uri="")
             self._clients[provider_id] = client
         return client
-
-
-async def _hold(lock: RefreshLock) -> None:
-    """Extend the lease, or take the lock again when it ran out and nobody holds it."""
-    try:
-        if not await lock.extend() and not await lock.acquire():
-            # Another worker may now refresh with the token this one's refresh retired; its
-            # write is fenced on that token, as this one's is, so the newer tokens win.
-            logger.warning("a refresh lock ran out while its result was being stored")
-    except StoreUnavailable:
-        logger.warning("could not extend a refresh lock")
 
 
 def _consume_exception(task: asyncio.Task[Session]) -> None:
