@@ -27,8 +27,9 @@ with the retired refresh token. Other workers are kept from using it by the lock
 What remains possible: a worker killed while its write is pending loses that write (the
 lock's lease then lets another worker refresh with the retired token: ``invalid_grant``);
 a lease that ran out during an outage longer than it, while another worker took the lock
-and refreshed first, can briefly mark the provider as needing a login until this worker's
-write lands (it is fenced on the same old refresh token, so the new tokens win); and a
+and refreshed first, marks the provider as needing a login until this worker's write lands
+(it is fenced on the same old refresh token, so the new tokens win), or for good where the
+provider revokes the whole grant when a retired token is reused; and a
 Redis that loses acknowledged writes (restored from an older snapshot, or persistence
 weaker than ``appendfsync always``) brings back a retired refresh token.
 
