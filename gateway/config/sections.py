@@ -3,8 +3,9 @@ ext_authz, the login app, Envoy and the identity headers."""
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import redis
@@ -39,6 +40,9 @@ _GATEWAY_REDIS_OPTIONS = frozenset(
 
 
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:/-]{0,64}$")
+
+
+_logger = logging.getLogger(__name__)
 
 
 class SessionSettings(_Model):
@@ -235,6 +239,20 @@ class RedisSettings(_Model):
 
 
 class ExtAuthzSettings(_Model):
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data: Any) -> Any:
+        # max_cookie_header_bytes (0.1.0) refused large Cookie headers, which let other
+        # sites' cookies log users out; Envoy's header limit bounds them now. Still accepted,
+        # so an existing config keeps loading, and named so it can be deleted.
+        if isinstance(data, dict) and "max_cookie_header_bytes" in data:
+            data = {k: v for k, v in data.items() if k != "max_cookie_header_bytes"}
+            _logger.warning(
+                "ext_authz.max_cookie_header_bytes is no longer used and can be removed: "
+                "the Cookie header is bounded by Envoy's request header limit"
+            )
+        return data
+
     listen: str = Field(
         "127.0.0.1:50051",
         description="host:port or unix:/path of the first worker; worker i listens on port+i "
