@@ -90,7 +90,7 @@ def running_gateway(
 
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch, ExitStack() as started:
         directory = Path(scratch)
-        redis = RedisServer(directory, durable=durable_redis).start()
+        redis = RedisServer(directory, persistence=durable_redis).start()
         started.callback(redis.stop)
         backend = EchoBackend().start()
         started.callback(backend.stop)

@@ -23,8 +23,10 @@ from gateway.providers.transport import HTTP_TIMEOUT
 if TYPE_CHECKING:
     from soak.environment import Environment
 
-# Past the gateway's read timeout to the provider: the gateway gives up, the provider then
-# completes the refresh (and rotates the refresh token) for nobody.
+# Longer than every check waits for a refresh and than the default read timeout of provider
+# calls (the refresh timeout before issue 12, when the gateway gave up and the provider then
+# completed the refresh, rotating the token, for nobody); shorter than tokens.refresh_timeout,
+# which a refresh now runs to. Past that, no client could keep the answer.
 IDP_STALL_SECONDS = HTTP_TIMEOUT[1] + 2.0
 REDIS_PAUSE_MS = 400  # each CLIENT PAUSE: longer than redis.timeout, so commands time out
 REDIS_PAUSE_EVERY = 0.5

@@ -17,33 +17,29 @@ from devtools.processes import (
     listening,
     port_open,
 )
+from devtools.redis_persistence import REDIS_PERSISTENCE_ARGS
 
 TEST_SECRET = "test-server-secret-0123456789abcdef-0123456789"
 
 
-# The persistence `make run` and the shipped manifests give Redis: every write is in the
-# append-only file before Redis answers it, so a SIGKILL loses no acknowledged refresh.
-DURABLE_REDIS_ARGS: tuple[str, ...] = ("--appendonly", "yes", "--appendfsync", "always")
-EPHEMERAL_REDIS_ARGS: tuple[str, ...] = ("--save", "", "--appendonly", "no")
-
-
 class RedisServer:
-    """redis-server on a free port; ``durable`` gives it the shipped persistence, so that
-    :meth:`kill` and :meth:`restart` act out a crash and a restart on the same data."""
+    """A redis-server on a free port; without persistence unless ``persistence`` asks for
+    the shipped one (devtools.redis_persistence), for tests that kill and restart it."""
 
-    def __init__(self, directory: Path, *, durable: bool = False) -> None:
+    def __init__(self, directory: Path, *, persistence: bool = False) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        persistence = DURABLE_REDIS_ARGS if durable else EPHEMERAL_REDIS_ARGS
+        self.directory = directory
+        durability = REDIS_PERSISTENCE_ARGS if persistence else ("--save", "", "--appendonly", "no")
         self._process = ManagedProcess(
             "redis-server",
             [
                 find_binary("redis-server"),
-                "--port", str(self.port), "--bind", "127.0.0.1",
-                *persistence,
-                "--dir", str(directory),
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *durability,
+                *("--dir", str(directory)),
             ],
-        )  # fmt: skip
+        )
 
     def start(self) -> RedisServer:
         self._process.start(lambda: port_open(self.port))
