@@ -8,9 +8,8 @@ no request gets through without a valid session, and once the fault is over ever
 is served again, for both providers, with a token refreshed after the fault, without a new
 login. ``make faults`` runs the long version.
 
-Faults whose fix has not been merged yet are marked xfail(strict): they lose sessions on
-today's code. Remove a mark when its fix merges; strict makes a fixed fault fail here until
-then, so a mark cannot outlive its reason.
+A fault whose fix has not been merged yet goes in ``NOT_FIXED_YET`` (xfail, strict): strict
+makes it fail here once fixed, so a mark cannot outlive its reason.
 """
 
 from __future__ import annotations
@@ -40,19 +39,13 @@ SHORT = FaultTimings(
 )
 LONG_ONLY = {"idp_stall_503"}
 
-# Today each of these ends with refreshes whose answer never reached Redis: the session
-# keeps a refresh token the provider has rotated away, its next refresh gets invalid_grant
-# (the dev IdP's rotated_refresh_reuse counts it) and that provider needs a new login.
-REFRESH_KEPT = "issue 12: 'a refresh that was sent is completed and kept'"
-NOT_FIXED_YET = {
-    "idp_stall": f"{REFRESH_KEPT}: the provider call is abandoned at the read timeout and "
-    "retried with the refresh token the stalled call then rotates away",
-    "redis_maxmemory": f"{REFRESH_KEPT}: the refreshed tokens are not retried into a Redis "
-    "that refuses writes (OOM)",
-    "redis_slow": f"{REFRESH_KEPT}: a refresh's write that times out is not retried",
-    "redis_resets": f"{REFRESH_KEPT}, and stale Redis connections retried once: a write on "
-    "a reset connection loses the refresh",
-}
+# Faults that lose sessions until a fix merges, by name -> the missing fix (xfail, strict).
+# Before issue 12's "a refresh that was sent is completed and kept" merged, idp_stall,
+# redis_maxmemory, redis_slow and redis_resets were here: each ended with refreshes whose
+# answer never reached Redis, so the session kept a refresh token the provider had rotated
+# away, its next refresh got invalid_grant (the dev IdP's rotated_refresh_reuse) and that
+# provider needed a new login.
+NOT_FIXED_YET: dict[str, str] = {}
 
 
 def _cases(xfail: bool) -> list[Any]:
