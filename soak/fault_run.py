@@ -361,6 +361,7 @@ class FaultRun:
             "requests": {"baseline": len(baseline), "fault": len(during), "after": len(after)},
             "during_fault": outcome_counts(during),
             "during_fault_outcomes": dict(Counter(o.outcome for o in during)),
+            "login_asked_reasons": dict(Counter(o.reason for o in observations if o.reason)),
             "after_fault": outcome_counts(after),
             "after_fault_outcomes": dict(Counter(o.outcome for o in after)),
             "expired_tokens_served": sum(1 for o in observations if o.outcome == EXPIRED_TOKEN),

@@ -62,6 +62,7 @@ class Observation:
     provider: str | None = None
     token: str | None = None
     issued_at: float | None = None  # of the token, when the provider knew it
+    reason: str | None = None  # why a live session was sent to log in (the 401's error)
 
 
 @dataclass
@@ -189,6 +190,7 @@ class FaultClient:
             observation.outcome = UNAVAILABLE
         elif status in (401, 302):
             observation.outcome = LOGIN_ASKED
+            observation.reason = _denial_reason(response)
         elif status == 200:
             observation.token = _token(route, response)
             observation.outcome = PENDING if observation.token else WRONG_TOKEN
@@ -245,6 +247,16 @@ def at_random() -> str:
 
 def _location(response: requests.Response) -> str:
     return response.headers.get("location", "")
+
+
+def _denial_reason(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{response.status_code} to {_location(response)[:60]}"
+    if not isinstance(body, dict):
+        return str(response.status_code)
+    return str(body.get("reason") or body.get("error") or response.status_code)
 
 
 def _to_login(response: requests.Response) -> bool:
