@@ -30,8 +30,9 @@ from gateway.config.values import (
     split_host_port,
 )
 
-# Connection options gateway.redis.clients sets from redis.timeout (fail fast, no retries, a
-# bounded pool). In the URL they would silently override those, or clash with them.
+# Connection options gateway.redis.clients sets from redis.timeout (fail fast: a timeout is
+# never retried, a dead pooled connection is replaced once; a bounded pool). In the URL they
+# would silently override those, or clash with them.
 _GATEWAY_REDIS_OPTIONS = frozenset(
     {"socket_timeout", "socket_connect_timeout", "timeout", "retry", "retry_on_timeout",
      "health_check_interval", "max_connections"}
