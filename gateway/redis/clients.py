@@ -281,6 +281,13 @@ def translate_redis_errors(action: str) -> Iterator[None]:
         raise StoreUnavailable(f"redis unavailable while {action}: {type(exc).__name__}") from exc
 
 
+def is_wrong_type(error: object) -> bool:
+    """True for Redis's WRONGTYPE reply: one of our keys holds another type of value (an
+    operator's mistake, a restore, an old bug). Callers treat such a key as holding nothing
+    of ours; translated like other failures it would be a 503 for as long as it stays."""
+    return isinstance(error, redis.ResponseError) and str(error).startswith("WRONGTYPE")
+
+
 def is_cluster(client: object) -> bool:
     """True for a Redis Cluster client (sync or asyncio)."""
     return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.RedisCluster)
