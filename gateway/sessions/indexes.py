@@ -6,9 +6,11 @@ IdP session's index (back-channel logout by sid), and the directory bucket its l
 falls in (``sessions revoke --session``: one small hash per first few hex digits, so one
 session is found without reading every index).
 
-Each write re-arms an index's TTL, so an index lives as long as its newest session could;
-entries of sessions past their absolute expiry are pruned on the way, a bounded sample per
-write (:data:`PRUNE_SAMPLE`), so a login costs the same however many sessions its user has.
+Each write extends an index's TTL to its session's absolute expiry (never shortens it), so
+an index lives as long as the longest-lived session it names could, and a directory bucket
+of short sessions goes with them; entries of sessions past their absolute expiry are pruned
+on the way, a bounded sample per write (:data:`PRUNE_SAMPLE`), so a login costs the same
+however many sessions its user has.
 
 Any of these keys may hold something else (an operator's mistake, a restore, an old bug):
 Redis answers WRONGTYPE. Such a key holds nothing of ours, so it reads as empty and the next
@@ -25,7 +27,7 @@ from typing import Any
 
 import redis
 
-from gateway.redis.clients import is_wrong_type, reply_text
+from gateway.redis.clients import is_cluster, is_wrong_type, reply_text
 from gateway.sessions.keyspace import Keyspace
 from gateway.sessions.model import Session
 
@@ -34,6 +36,23 @@ from gateway.sessions.model import Session
 # less is pruned whole (HRANDFIELD returns every field).
 PRUNE_SAMPLE = 16
 logger = logging.getLogger(__name__)
+
+# Enter one session in one index: its entry, the index's TTL lengthened to the session's
+# absolute expiry (never shortened: Redis 6.2 has no PEXPIRE GT, and two logins racing must
+# leave the longer one), then a sample of entries to prune. One key, as a cluster requires;
+# another type at the key is reported as WRONGTYPE like any command's.
+_ADD_ENTRY = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'hash' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE the index key holds another type')
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HRANDFIELD', KEYS[1], ARGV[4], 'WITHVALUES')
+"""
 
 
 def index_entry(session: Session) -> str:
@@ -97,10 +116,9 @@ def _raise_other_errors(results: Iterable[Any]) -> None:
 class SessionIndexes:
     """The blocking store's index maintenance (callers translate Redis errors)."""
 
-    def __init__(self, client: redis.Redis, keys: Keyspace, index_ttl_ms: int) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
         self._redis = client
         self._keys = keys
-        self._ttl_ms = index_ttl_ms  # no session outlives absolute_lifetime, nor its entries
 
     def of_session(self, lookup_id: str, session: Session) -> list[tuple[str, str]]:
         """(key, kind) of every index naming this session."""
@@ -115,34 +133,48 @@ class SessionIndexes:
         return found
 
     def add(self, lookup_id: str, session: Session, now: float) -> None:
-        """Enter the session in its indexes and prune a sample of each, in one round trip
-        (two when something is to be removed)."""
+        """Enter the session in its indexes and prune a sample of each: one round trip (one
+        per index on a cluster), and one more when something is to be removed."""
         indexes = self.of_session(lookup_id, session)
         entry = index_entry(session)
-        pipe = self._redis.pipeline(transaction=False)
-        for index, _ in indexes:
-            pipe.hset(index, lookup_id, entry)
-            pipe.pexpire(index, self._ttl_ms)
-            pipe.hrandfield(index, PRUNE_SAMPLE, withvalues=True)
-        results = pipe.execute(raise_on_error=False)
-        _raise_other_errors(results)
+        ttl_ms = max(1, int((session.expires_at - now) * 1000))  # its entry is useless after
+        args = (lookup_id, entry, ttl_ms, PRUNE_SAMPLE)
+        results = self._eval_each(_ADD_ENTRY, [index for index, _ in indexes], args)
         prune = self._redis.pipeline(transaction=False)
         pruning = False
-        for (index, kind), offset in zip(indexes, range(0, len(results), 3), strict=True):
-            if is_wrong_type(results[offset]):
+        for (index, kind), sample in zip(indexes, results, strict=True):
+            if is_wrong_type(sample):
                 warn_wrong_type(kind)
                 # What is there is no index of ours: replace it with one naming this session.
                 prune.delete(index)
                 prune.hset(index, lookup_id, entry)
-                prune.pexpire(index, self._ttl_ms)
+                prune.pexpire(index, ttl_ms)
                 pruning = True
                 continue
-            expired = _expired(results[offset + 2], now)
+            expired = _expired(sample, now)
             if expired:
                 prune.hdel(index, *expired)
                 pruning = True
         if pruning:
             prune.execute()
+
+    def _eval_each(self, script: str, keys: Sequence[str], args: tuple[Any, ...]) -> list[Any]:
+        """The script's reply for each key (an error reply as its exception): pipelined,
+        except on a cluster, whose pipelines take no scripts (one round trip per key)."""
+        if is_cluster(self._redis):
+            replies: list[Any] = []
+            for key in keys:
+                try:
+                    replies.append(self._redis.eval(script, 1, key, *args))
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.eval(script, 1, key, *args)
+            replies = pipe.execute(raise_on_error=False)
+        _raise_other_errors(replies)
+        return replies
 
     def remove(self, lookup_ids: Sequence[str], indexes: Sequence[tuple[str, str]]) -> None:
         """Drop these sessions' entries from ``indexes``; an index of the wrong type is

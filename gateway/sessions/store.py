@@ -90,8 +90,7 @@ class SessionStore:
         self._settings = settings
         self._keys = codec.keys
         self._clock = clock
-        # No session outlives absolute_lifetime, so neither need its index entries.
-        self._indexes = SessionIndexes(client, codec.keys, int(settings.absolute_lifetime * 1000))
+        self._indexes = SessionIndexes(client, codec.keys)
 
     @property
     def indexes(self) -> SessionIndexes:

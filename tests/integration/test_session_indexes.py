@@ -162,3 +162,20 @@ def test_a_damaged_directory_bucket_stops_neither_a_login_nor_a_revoke(
     # Not in the (damaged) directory: found by its record, as a session from before it.
     revoked = session_admin(config).revoke_session(credential.lookup_id[:16])
     assert revoked is not None and sync_store(config).load(credential) is None
+
+
+def test_an_index_lives_as_long_as_its_longest_lived_session_and_no_longer(
+    config: GatewayConfig,
+) -> None:
+    client = sync_client(config.redis)
+    store, now = sync_store(config), int(time.time())
+    short = SessionCredential.generate()
+    store.save(short, Session(Identity("erin"), now, now + 60))
+    index = keyspace(config).user_index("erin")
+    assert 0 < client.pttl(index) <= 60_000
+    assert 0 < client.pttl(keyspace(config).session_directory(short.lookup_id)) <= 60_000
+    long_lived = save_session(config, "erin")  # an hour
+    assert client.pttl(index) > 3_000_000
+    store.save(short, Session(Identity("erin"), now, now + 60))  # a later, shorter write ...
+    assert client.pttl(index) > 3_000_000  # ... never cuts the longer session's entry short
+    assert long_lived.lookup_id in store.lookup_ids_of_user("erin")
