@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
+from prometheus_client import multiprocess
+
 from gateway.config import GatewayConfig
 from gateway.hangups import hangups_held, release_hangups
 from gateway.observability.metrics import serve_metrics
@@ -109,6 +111,8 @@ class Supervisor:
                         "worker died; restarting",
                         extra={"worker": index, "exitcode": process.exitcode},
                     )
+                    if process.pid is not None:  # its gauges no longer count
+                        multiprocess.mark_process_dead(process.pid)
                     time.sleep(RESTART_DELAY_SECONDS)
                     self._start(index)
         return self._stop_all()
