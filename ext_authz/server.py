@@ -132,12 +132,21 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     current = [config]
+    reload_due = [False]
 
-    def on_hangup() -> None:
+    def reload_now() -> None:
+        reload_due[0] = False  # a SIGHUP from here on asks for one more
         if load is None:
             logger.info("SIGHUP: no configuration file to reload")
             return
         current[0] = reload(running, current[0], load)
+
+    def on_hangup() -> None:
+        # One reload for every SIGHUP that came since the last one began: a storm of them
+        # must not queue a reload each and starve the checks (and Redis) of the loop.
+        if not reload_due[0]:
+            reload_due[0] = True
+            loop.call_soon(reload_now)
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     # Held since the process began (gateway.hangups): one that came meanwhile reloads now.

@@ -78,6 +78,18 @@ def descendants(pid: int) -> list[int]:
     return [grand for child in children for grand in (child, *descendants(child))]
 
 
+def stop_with_leftovers(process: ManagedProcess, storm: HangupStorm) -> None:
+    """Stop the server, then any process of ours it left behind (workers of a supervisor
+    that had to be killed), so a failed run leaves nothing running."""
+    process.stop()
+    for pid in storm.seen - {process.pid}:
+        try:
+            if alive(pid) and "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text():
+                os.kill(pid, signal.SIGKILL)
+        except OSError:  # gone already
+            continue
+
+
 def hangup_handled_or_held(pid: int) -> bool:
     """SIGHUP is blocked, caught or ignored by ``pid`` (its main thread, per /proc)."""
     try:
@@ -140,8 +152,9 @@ def test_ext_authz_workers_take_a_hangup_storm_from_their_start_as_reloads(
         [sys.executable, "-m", "ext_authz", "--config", str(config_path)],
         env=gateway_env(),
     )
+    storm = HangupStorm(authz)
     try:
-        with HangupStorm(authz) as storm:
+        with storm:
             authz.start(lambda: all(port_open(first + i) for i in range(workers)), timeout=60)
             for address in addresses:
                 wait_until_serving(address, timeout=60)
@@ -157,7 +170,7 @@ def test_ext_authz_workers_take_a_hangup_storm_from_their_start_as_reloads(
             wait_for(lambda a=address: late_route_status(a) == 0, f"{address} to reload")
         assert authz.stop() == 0, authz.output()  # and it still stops cleanly
     finally:
-        authz.stop()
+        stop_with_leftovers(authz, storm)
 
 
 def test_gateway_run_and_its_servers_take_a_hangup_storm_from_their_start_as_reloads(
@@ -176,8 +189,9 @@ def test_gateway_run_and_its_servers_take_a_hangup_storm_from_their_start_as_rel
     def both_listen() -> bool:
         return all(port_open(int(a.rpartition(":")[2])) for a in (authz_address, login_address))
 
+    storm = HangupStorm(run)
     try:
-        with HangupStorm(run) as storm:
+        with storm:
             run.start(both_listen, timeout=60)
             wait_until_serving(authz_address, timeout=60)
             children = descendants(run.pid)
@@ -201,4 +215,4 @@ def test_gateway_run_and_its_servers_take_a_hangup_storm_from_their_start_as_rel
         wait_for(login_app_reloaded_the_change, "the login app to reload the changed file")
         assert requests.get(f"http://{login_address}/auth/health", timeout=10).status_code == 200
     finally:
-        run.stop()
+        stop_with_leftovers(run, storm)
