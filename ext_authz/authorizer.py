@@ -61,21 +61,26 @@ class Authorizer:
             failure = Lookup.INVALID
         refresh_failed = False
         provider_id = step.route.provider
+        lookup_id = step.presented.credential.lookup_id
+        refresher = self._refresher
+        if session is not None and refresher is not None:
+            # Only over a session Redis just gave (or the cache holds): see unstored_tokens.
+            session = refresher.with_unstored(lookup_id, session)
         now = self._clock()
         if (
             session is not None
             and provider_id is not None
-            and self._refresher is not None
-            and self._refresher.needs_refresh(
-                session, provider_id, now, step.presented.credential.lookup_id
-            )
+            and refresher is not None
+            and refresher.needs_refresh(session, provider_id, now, lookup_id)
         ):
             try:
-                session = await self._refresher.refreshed(step.presented.credential, provider_id)
+                session = await refresher.refreshed(step.presented.credential, provider_id)
                 self._sessions.evict(step.presented.credential)
             except RefreshFailed as exc:
-                # Keep the session: the old token serves while still valid, else 503.
+                # Keep the session: the old token serves while still valid, else 503; or the
+                # new one, when the provider answered and Redis has not taken it yet.
                 logger.info("refresh not done", extra={"reason": exc.reason})
+                session = refresher.with_unstored(lookup_id, session)
                 refresh_failed = True
             except SessionGone:
                 session, failure = None, Lookup.UNKNOWN

@@ -109,7 +109,9 @@ def reload(running: RunningServer, current: GatewayConfig, load: ConfigLoader) -
     if fresh is None:
         return current
     components = running.components
-    decider, refresher = decision_parts(fresh, components.store, components.clock)
+    decider, refresher = decision_parts(
+        fresh, components.store, components.clock, components.refresher
+    )
     components.authorizer.reconfigure(decider, refresher)
     logging.getLogger().setLevel(fresh.log_level.upper())
     logger.info("configuration reloaded", extra={"routes": len(fresh.routes)})

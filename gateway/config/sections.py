@@ -91,6 +91,20 @@ class TokenSettings(_Model):
         description="How long a check waits for a refresh before answering with the still-valid "
         "old token (or 503 when it has expired). Must stay below ext_authz.timeout.",
     )
+    refresh_timeout: Duration = Field(
+        30.0,
+        description="Read timeout of a refresh's token request. The call runs to it even when "
+        "no check waits any more (the provider may rotate the refresh token either way), "
+        "holding and extending the refresh lock. At least refresh_wait, at most 300s.",
+    )
+
+    @model_validator(mode="after")
+    def _refresh_timeout(self) -> TokenSettings:
+        # Shorter than a check's wait would abandon calls a check still waits for; longer
+        # than five minutes keeps a session's refresh lock (and a pool thread) for no reply.
+        if not self.refresh_wait <= self.refresh_timeout <= 300:
+            raise ValueError("refresh_timeout must be at least refresh_wait and at most 300s")
+        return self
 
 
 def _url_db(url: str) -> int | None:

@@ -33,6 +33,7 @@ import yaml
 
 from deploy.render import ENVOY_BOOTSTRAP, GATEWAY_CONFIG, render
 from devtools.processes import ManagedProcess, free_port
+from devtools.redis_persistence import REDIS_PERSISTENCE_ARGS
 from gateway.config import GatewayConfig, Route, parse_config, provider_secret_variable
 from gateway.contract import FORWARDED_REQUEST_HEADERS
 
@@ -625,6 +626,18 @@ def test_redis_url_is_the_configured_one_with_the_redis_password() -> None:
     assert (url.hostname, url.port) == ("gateway-redis", service["spec"]["ports"][0]["port"])
     redis = container(find(built("kubernetes/common"), "Deployment", "gateway-redis"), "redis")
     assert argument_after(redis["args"], "--requirepass") == "$(REDIS_PASSWORD)"
+
+
+def test_the_shipped_redis_persists_what_make_run_and_the_fault_tests_use() -> None:
+    # Acknowledged refreshes must survive a crash: the arguments are those of one place.
+    redis = container(find(built("kubernetes/common"), "Deployment", "gateway-redis"), "redis")
+    arguments = [str(argument) for argument in redis["args"]]
+    persistence = list(REDIS_PERSISTENCE_ARGS)
+    assert any(
+        arguments[start : start + len(persistence)] == persistence
+        for start in range(len(arguments))
+    ), arguments
+    assert "--dir" in arguments
 
 
 # ---- security -------------------------------------------------------------------------------

@@ -213,6 +213,9 @@ class FailingRefresher:
     async def refreshed(self, credential: SessionCredential, provider_id: str) -> Session:
         raise self.error
 
+    def with_unstored(self, lookup_id: str, session: Session) -> Session:
+        return session
+
 
 def test_a_record_that_no_longer_opens_during_a_refresh_becomes_invalid_session(
     decider: Decider, credential: SessionCredential
