@@ -282,6 +282,12 @@ class ExtAuthzSettings(_Model):
         "changes reach every worker at once via pub/sub, this only bounds the worst case. "
         "0 turns the cache off.",
     )
+    session_cache_max_bytes: int = Field(
+        2 * 1024 * 1024,
+        gt=0,
+        description="Memory each worker's session cache may take (estimated per session from "
+        "its tokens' sizes, about 4 KiB with three providers); the oldest entries go first.",
+    )
 
     @field_validator("allowed_origins")
     @classmethod
