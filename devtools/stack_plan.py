@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from devtools.processes import find_binary
+from devtools.redis_persistence import REDIS_PERSISTENCE_ARGS
 from gateway.config import GatewayConfig, Provider, provider_secret_variable
 
 DEFAULT_DEV_PORTS = frozenset({9000, 9100, 9200})
@@ -172,7 +173,9 @@ def _redis(config: GatewayConfig, run_dir: Path) -> list[Server]:
     argv = [
         find_binary("redis-server"),
         *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(run_dir / "redis")),
-        *("--save", "60 1", "--appendonly", "no"),
+        # The persistence refreshed tokens need (see devtools.redis_persistence), its files
+        # in the run directory, so a restarted `make run` keeps everyone logged in.
+        *REDIS_PERSISTENCE_ARGS,
     ]
     listener = Listener(f"127.0.0.1:{port}", "redis.url")
     return [Server("redis", argv, (listener,), announcement="Ready to accept connections")]

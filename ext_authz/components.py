@@ -20,20 +20,32 @@ class Components:
     authorizer: Authorizer
     store: AsyncSessionStore
     sessions: CachedSessions
+    refresher: Refresher
     # The wall clock everything here reads (sessions and tokens expire in unix seconds).
     clock: Clock = field(default=time.time)
 
     async def close(self) -> None:
+        # Refreshes under way first: they may still have tokens to store in Redis.
+        await self.refresher.close()
         await self.sessions.stop()
         await self.store.close()
 
 
 def decision_parts(
-    config: GatewayConfig, store: AsyncSessionStore, clock: Clock = time.time
+    config: GatewayConfig,
+    store: AsyncSessionStore,
+    clock: Clock = time.time,
+    refresher: Refresher | None = None,
 ) -> tuple[Decider, Refresher]:
-    """What a config reload replaces: routes and policy, providers for refresh."""
+    """What a config reload replaces: routes and policy, providers for refresh. A running
+    ``refresher`` is reconfigured rather than replaced: refreshes under way, and tokens they
+    have not stored yet, must survive a reload."""
     providers = {p.id: p for p in config.providers}
-    return Decider(config), Refresher(store, providers, config.tokens, clock)
+    if refresher is None:
+        refresher = Refresher(store, providers, config.tokens, clock)
+    else:
+        refresher.reconfigure(providers, config.tokens)
+    return Decider(config), refresher
 
 
 def build_components(
@@ -51,10 +63,12 @@ def build_components(
     )
     sessions = CachedSessions(
         store,
-        SessionCache(cache_ttl, clock=cache_clock),
+        SessionCache(
+            cache_ttl, max_bytes=config.ext_authz.session_cache_max_bytes, clock=cache_clock
+        ),
         async_subscriber_client(config.redis),
         keyspace(config),
     )
     sessions.start()
     authorizer = Authorizer(decider, sessions, refresher, clock)
-    return Components(authorizer, store, sessions, clock)
+    return Components(authorizer, store, sessions, refresher, clock)

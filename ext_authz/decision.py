@@ -73,6 +73,7 @@ class Lookup:
     UNKNOWN = "unknown_session"
     INVALID = "invalid_session"
     UNAVAILABLE = "redis_unavailable"
+    CONFLICT = "conflicting_sessions"
 
 
 _MESSAGES = {
@@ -140,7 +141,6 @@ class Decider:
                 "__Host-" + contract.LOGIN_BINDING_COOKIE,
             }
         )
-        self._max_cookie_bytes = config.ext_authz.max_cookie_header_bytes
         self._managed = config.managed_headers()
         self._identity_names = config.identity_headers.names()
         self._allowed_origins = frozenset({config.public_origin, *config.ext_authz.allowed_origins})
@@ -154,8 +154,11 @@ class Decider:
         self._expire_cookie = (
             f"{config.cookie_name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax{secure}"
         )
-        self._forbidden_page = _FORBIDDEN_PAGE.format(
-            message=_FORBIDDEN_MESSAGE, home=config.public_url + "/"
+        self._forbidden_page = _PAGE.format(
+            title="No access", message=_FORBIDDEN_MESSAGE, home=config.public_url + "/"
+        )
+        self._conflict_page = _PAGE.format(
+            title="Conflicting sessions", message=_CONFLICT, home=config.public_url + "/"
         )
         self._required_groups = {
             route.name: frozenset(route.require_groups)
@@ -191,7 +194,7 @@ class Decider:
             # through. Any other OPTIONS needs a session like every other request.
             return self._allow_anonymous(request, route, "preflight")
         try:
-            presented = read_credential(request, self._credential_cookie, self._max_cookie_bytes)
+            presented = read_credential(request, self._credential_cookie)
         except CredentialError:
             from_cookie = bearer_credential_text(request) is None
             return self._refuse(request, route, "invalid_credential", from_cookie=from_cookie)
@@ -324,6 +327,17 @@ class Decider:
             extra=tuple(extra),
         )
 
+    def conflict(self, pending: SessionNeeded) -> Decision:
+        """Live sessions of different users in one request (gateway.sessions.choice): one
+        was planted. A login cannot cure it (the planted cookie stays), so the answer is a
+        page saying what will, never a redirect that would come back here."""
+        request, route = pending.request, pending.route
+        if route.anonymous:
+            return self._allow_anonymous(request, route, "anonymous")
+        if is_browser_navigation(request):
+            return Deny(route.name, Lookup.CONFLICT, 400, _HTML_HEADERS, self._conflict_page)
+        return json_deny(route.name, Lookup.CONFLICT, 400, "conflicting_sessions", _CONFLICT)
+
     def _forbidden(self, request: CheckRequest, route: Route) -> Deny:
         """Logged in, but the route's policy (groups, claims) does not admit this user."""
         if is_browser_navigation(request):
@@ -383,9 +397,13 @@ def _fixed_json_deny(
 
 _FORBIDDEN_MESSAGE = "Your account does not have access to this resource."
 _HTML_HEADERS = (("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"))
-_FORBIDDEN_PAGE = (
-    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>No access</title>'
-    "</head><body><main><h1>No access</h1><p>{message}</p>"
+_CONFLICT = (
+    "Your browser sent two sessions of different users for this site; another site of the "
+    "same domain may have set one. Clear this site's cookies in your browser, then log in again."
+)
+_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+    "</head><body><main><h1>{title}</h1><p>{message}</p>"
     '<p><a href="{home}">Go to the start page</a></p></main></body></html>'
 )
 

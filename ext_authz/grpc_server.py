@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.grpc_service import AuthorizationService
+from gateway import contract
 
 AUTHORIZATION_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _SERVICES = ("", AUTHORIZATION_SERVICE)
@@ -28,18 +29,19 @@ class GrpcTransport:
         self.address = address
         self._health_updates: set[asyncio.Task[None]] = set()
 
-    def set_serving(self, serving: bool) -> None:
+    def set_feed_live(self, live: bool) -> None:
+        """Report the session feed's state under its own name, never under the probes'."""
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if serving
+            if live
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        loop = asyncio.get_running_loop()
-        for service in _SERVICES:
-            # The loop keeps tasks only weakly: hold each until done, lest it be collected.
-            update = loop.create_task(self._health.set(service, status))
-            self._health_updates.add(update)
-            update.add_done_callback(self._health_updates.discard)
+        update = asyncio.get_running_loop().create_task(
+            self._health.set(contract.SESSION_FEED_HEALTH_SERVICE, status)
+        )
+        # The loop keeps tasks only weakly: hold each until done, lest it be collected.
+        self._health_updates.add(update)
+        update.add_done_callback(self._health_updates.discard)
 
     async def stop(self, grace: float) -> None:
         await self._health.enter_graceful_shutdown()
@@ -73,6 +75,9 @@ async def start_grpc(authorizer: Authorizer, listen: str) -> GrpcTransport:
     address = _bind(server, listen)
     await server.start()
     for service in _SERVICES:
-        # NOT_SERVING until the invalidation feed shows Redis answers.
-        await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # SERVING until shutdown, whatever Redis does (see ext_authz.server).
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    await health.set(
+        contract.SESSION_FEED_HEALTH_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     return GrpcTransport(server, health, address)

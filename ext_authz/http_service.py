@@ -144,8 +144,8 @@ class HttpTransport:
         self._server = server
         self.address = address
 
-    def set_serving(self, serving: bool) -> None:
-        pass  # the health path asks the running server each time
+    def set_feed_live(self, live: bool) -> None:
+        pass  # HTTP mode has one health path, and it does not follow Redis (ext_authz.server)
 
     async def stop(self, grace: float) -> None:
         self._server.close()

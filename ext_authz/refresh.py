@@ -14,6 +14,25 @@ The refresh task is detached from the check that started it: a check waits at mo
 ``tokens.refresh_wait`` and then answers with the still-valid old token (or 503 when it has
 expired), while the refresh finishes and stores its result for the next request.
 
+A refresh that was sent is completed and kept. The provider call runs in a pool of its own
+(:mod:`ext_authz.provider_calls`) to its own read timeout, ``tokens.refresh_timeout``, never
+abandoned because no check waits any more (a provider that answers late has usually rotated
+the refresh token all the same). Once it answered, its result is written until Redis takes
+it, with backoff, for as long as the session lives, the lock held (and re-taken when its
+lease ran out and it is free) all along; meanwhile this worker serves the new tokens from
+memory (:mod:`ext_authz.unstored_tokens`) over sessions it can still load from Redis, and
+its other checks of that session join the refresh under way instead of starting another
+with the retired refresh token. Other workers are kept from using it by the lock.
+
+What remains possible: a worker killed while its write is pending loses that write (the
+lock's lease then lets another worker refresh with the retired token: ``invalid_grant``);
+a lease that ran out during an outage longer than it, while another worker took the lock
+and refreshed first, marks the provider as needing a login until this worker's write lands
+(it is fenced on the same old refresh token, so the new tokens win), or for good where the
+provider revokes the whole grant when a retired token is reused; and a
+Redis that loses acknowledged writes (restored from an older snapshot, or persistence
+weaker than ``appendfsync always``) brings back a retired refresh token.
+
 Outcomes: new tokens are merged into the session; ``invalid_grant`` marks only that
 provider as needing a new login; anything transient keeps the session untouched. A refresh
 the provider refuses for another reason (``invalid_scope``, ...) is a request problem that
@@ -37,6 +56,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ext_authz.metrics import REFRESHES
+from ext_authz.provider_calls import ProviderCalls
+from ext_authz.unstored_tokens import Sleep, TokenWriter, UnstoredTokens, hold
 from gateway.config import Provider, TokenSettings
 from gateway.errors import ClientRefused, ProviderRejected, ProviderUnavailable, StoreUnavailable
 from gateway.sessions.credentials import SessionCredential
@@ -53,6 +74,8 @@ _POLL_SECONDS = 0.05
 # Sessions whose refresh was refused, remembered per worker; the oldest go first past this.
 _MAX_REFUSED = 10_000
 CLIENT_REFUSAL_PAUSE = 30.0
+# How long closing a worker waits for refreshes under way to store what they got.
+CLOSE_GRACE = 5.0
 
 
 class RefreshFailed(Exception):
@@ -74,18 +97,45 @@ class Refresher:
         providers: dict[str, Provider],
         settings: TokenSettings,
         clock: Callable[[], float] = time.time,
+        *,
+        calls: ProviderCalls | None = None,
+        sleep: Sleep = asyncio.sleep,
+        client_for: Callable[[Provider], ProviderClient] | None = None,
     ) -> None:
         self._clock = clock
+        self._client_for = client_for  # tests give a fake provider
+        self._store = store
+        self._calls = calls if calls is not None else ProviderCalls()
+        # Refreshes under way and their unstored results outlive a reload: a refresh that
+        # was sent before it is still completed and kept after it.
+        self._in_flight: dict[tuple[str, str], asyncio.Task[Session]] = {}
+        self.unstored = UnstoredTokens()
+        self._writer = TokenWriter(store, self.unstored, clock, sleep)
+        self.reconfigure(providers, settings)
+
+    def reconfigure(self, providers: dict[str, Provider], settings: TokenSettings) -> None:
+        """New providers and settings for refreshes from now on; those under way finish
+        with what they started with."""
         # (session lookup id, provider) -> expiry of the token whose refresh was refused.
         self._refused_until: OrderedDict[tuple[str, str], int] = OrderedDict()
         # provider -> until when it is not asked (it refused this gateway's client).
         self._client_refused_until: dict[str, float] = {}
-        self._store = store
         self._providers = providers
         self._clients: dict[str, ProviderClient] = {}
         self._settings = settings
-        self._lease_ms = int(settings.refresh_lock_lease * 1000)
-        self._in_flight: dict[tuple[str, str], asyncio.Task[Session]] = {}
+
+    async def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Give refreshes under way ``grace`` seconds to finish and store what they got,
+        then let the provider threads go (without waiting for them)."""
+        tasks = list(self._in_flight.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        self._calls.shutdown()
+
+    def with_unstored(self, lookup_id: str, session: Session) -> Session:
+        """``session`` as loaded, with refreshed tokens Redis has not taken yet laid over it
+        (only where it still carries the refresh token those came from)."""
+        return self.unstored.over(lookup_id, session)
 
     def needs_refresh(
         self, session: Session, provider_id: str, now: float, lookup_id: str | None = None
@@ -142,16 +192,19 @@ class Refresher:
             raise RefreshFailed("refresh_pending") from None
 
     async def _refresh_once(self, credential: SessionCredential, provider_id: str) -> Session:
-        lock = self._store.refresh_lock(credential.lookup_id, provider_id, self._lease_ms)
+        # Read once: a reload during this refresh must not change its lease under its lock.
+        settings = self._settings
+        lease_ms = int(settings.refresh_lock_lease * 1000)
+        lock = self._store.refresh_lock(credential.lookup_id, provider_id, lease_ms)
         try:
-            current = await self._wait_for_lock(credential, provider_id, lock)
+            current = await self._wait_for_lock(credential, provider_id, lock, settings)
         except StoreUnavailable as exc:
             raise RefreshFailed("redis_unavailable") from exc
         if current is not None:
             return current  # someone else refreshed while we waited
-        keeper = asyncio.create_task(self._keep_lock(lock))
+        keeper = asyncio.create_task(self._keep_lock(lock, settings.refresh_lock_lease))
         try:
-            return await self._refresh_holding_lock(credential, provider_id)
+            return await self._refresh_holding_lock(credential, provider_id, lock, settings)
         except StoreUnavailable as exc:
             raise RefreshFailed("redis_unavailable") from exc
         finally:
@@ -162,11 +215,15 @@ class Refresher:
                 logger.warning("refresh lock not released; its lease will end it")
 
     async def _wait_for_lock(
-        self, credential: SessionCredential, provider_id: str, lock: RefreshLock
+        self,
+        credential: SessionCredential,
+        provider_id: str,
+        lock: RefreshLock,
+        settings: TokenSettings,
     ) -> Session | None:
         """Take the lock (returns None) or, when another refresh happened, its result."""
         # Waiting longer than a lease means the holder is stuck beyond what leases allow.
-        deadline = time.monotonic() + 2 * self._settings.refresh_lock_lease
+        deadline = time.monotonic() + 2 * settings.refresh_lock_lease
         while not await lock.acquire():
             await asyncio.sleep(_POLL_SECONDS)
             current = await self._store.reload(credential)
@@ -178,16 +235,19 @@ class Refresher:
                 raise RefreshFailed("refresh_pending")
         return None
 
-    async def _keep_lock(self, lock: RefreshLock) -> None:
+    async def _keep_lock(self, lock: RefreshLock, lease: float) -> None:
+        """Extend the lease while the provider answers and the result is being stored."""
         while True:
-            await asyncio.sleep(self._settings.refresh_lock_lease / 3)
-            try:
-                await lock.extend()
-            except StoreUnavailable:
-                logger.warning("could not extend a refresh lock")
+            # Real time, not the writer's sleep: the lease runs on Redis's clock.
+            await asyncio.sleep(lease / 3)
+            await hold(lock)
 
     async def _refresh_holding_lock(
-        self, credential: SessionCredential, provider_id: str
+        self,
+        credential: SessionCredential,
+        provider_id: str,
+        lock: RefreshLock,
+        settings: TokenSettings,
     ) -> Session:
         # Re-read under the lock: the previous holder may have just stored fresh tokens.
         current = await self._store.reload(credential)
@@ -198,8 +258,9 @@ class Refresher:
         tokens = current.tokens[provider_id]
         client = self._client(provider_id)
         try:
-            # requests is blocking; a refresh is rare enough for a worker thread.
-            fresh = await asyncio.to_thread(client.refresh, tokens, self._clock())
+            fresh = await self._calls.run(
+                client.refresh, tokens, self._clock(), read_timeout=settings.refresh_timeout
+            )
             outcome = "refreshed"
         except ClientRefused as exc:
             REFRESHES.labels(provider_id, "client_refused").inc()
@@ -229,8 +290,8 @@ class Refresher:
             logger.warning("refresh failed", extra={"provider": provider_id, "detail": str(exc)})
             REFRESHES.labels(provider_id, "unavailable").inc()
             raise RefreshFailed("refresh_unavailable") from exc
-        updated = await self._store.replace_tokens(
-            credential, provider_id, fresh, used_refresh_token=tokens.refresh_token
+        updated = await self._writer.store(
+            credential, provider_id, fresh, tokens.refresh_token, current.expires_at, lock
         )
         if updated is None:
             raise SessionGone()
@@ -243,9 +304,12 @@ class Refresher:
         (Authlib, requests) cost a worker ~15 MB, which workers that never refresh keep."""
         client = self._clients.get(provider_id)
         if client is None:
-            from gateway.providers.client import ProviderClient
+            if self._client_for is not None:
+                client = self._client_for(self._providers[provider_id])
+            else:
+                from gateway.providers.client import ProviderClient
 
-            client = ProviderClient(self._providers[provider_id], redirect_uri="")
+                client = ProviderClient(self._providers[provider_id], redirect_uri="")
             self._clients[provider_id] = client
         return client
 

@@ -73,7 +73,7 @@ def _is_named(piece: str, names: frozenset[str]) -> bool:
 
 
 def read_credential(
-    request: CheckRequest, cookie_names: frozenset[str], max_cookie_bytes: int
+    request: CheckRequest, cookie_names: frozenset[str]
 ) -> PresentedCredential | None:
     """The session credential the request carries (the rule is the shared one of
     :func:`gateway.sessions.credentials.read_presented`); raises :class:`CredentialError`
@@ -82,7 +82,6 @@ def read_credential(
         request.header(contract.AUTHORIZATION),
         request.header(contract.COOKIE),
         cookie_names,
-        max_cookie_bytes,
     )
 
 

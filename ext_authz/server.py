@@ -4,8 +4,12 @@ The transport is Envoy's gRPC Authorization service (the default and reference, 
 health and reflection) or its HTTP mode (``ext_authz.transport: http``). ``start_server``
 binds port 0 in tests and returns the bound address; ``serve`` runs until SIGTERM/SIGINT,
 then reports NOT_SERVING, lets in-flight checks finish within the grace period and closes
-Redis. Health is NOT_SERVING while Redis cannot be reached (the invalidation feed tells) and
-during shutdown. SIGHUP reloads what gateway.config.reload allows; an invalid file keeps the
+Redis. Health (gRPC health, ``/healthz`` in HTTP mode) says whether this process answers
+checks: SERVING from start to shutdown, whatever Redis does. A worker that cannot reach Redis
+still answers, with the gateway's own 503; reporting it unhealthy would only make kubelet
+restart every worker, or the load balancer drop every pod, during a Redis outage, and users
+would get a connection error instead (deploy/README.md, Probes).
+SIGHUP reloads what gateway.config.reload allows; an invalid file keeps the
 running configuration.
 """
 
@@ -24,6 +28,7 @@ from ext_authz.components import Components, build_components, decision_parts
 from ext_authz.reporting import log_decisions
 from gateway.config import GatewayConfig
 from gateway.config.reload import reload_config
+from gateway.hangups import release_hangups
 from gateway.observability.metrics import serve_metrics
 
 logger = logging.getLogger(__name__)
@@ -35,7 +40,7 @@ ConfigLoader = Callable[[], GatewayConfig]
 class Transport(Protocol):
     address: str
 
-    def set_serving(self, serving: bool) -> None: ...
+    def set_feed_live(self, live: bool) -> None: ...
 
     async def stop(self, grace: float) -> None: ...
 
@@ -53,15 +58,17 @@ class RunningServer:
         return self.transport.address if self.transport else ""
 
     def healthy(self) -> bool:
-        return self.serving and self.redis_reachable
+        """Whether health checks are told SERVING: until shutdown, Redis or not."""
+        return self.serving
 
     def redis_changed(self, reachable: bool) -> None:
+        """The invalidation feed's word on Redis: logged, and deliberately not health."""
         self.redis_reachable = reachable
         if self.transport is not None and self.serving:
-            self.transport.set_serving(reachable)
+            self.transport.set_feed_live(reachable)
         logger.log(
             logging.INFO if reachable else logging.WARNING,
-            "redis reachable" if reachable else "redis unreachable: reporting NOT_SERVING",
+            "redis reachable" if reachable else "redis unreachable: checks answer 503",
         )
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
@@ -108,7 +115,9 @@ def reload(running: RunningServer, current: GatewayConfig, load: ConfigLoader) -
     if fresh is None:
         return current
     components = running.components
-    decider, refresher = decision_parts(fresh, components.store, components.clock)
+    decider, refresher = decision_parts(
+        fresh, components.store, components.clock, components.refresher
+    )
     components.authorizer.reconfigure(decider, refresher)
     logging.getLogger().setLevel(fresh.log_level.upper())
     logger.info("configuration reloaded", extra={"routes": len(fresh.routes)})
@@ -131,13 +140,25 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     current = [config]
-    if load is not None:
-        loader = load
+    reload_due = [False]
 
-        def on_hangup() -> None:
-            current[0] = reload(running, current[0], loader)
+    def reload_now() -> None:
+        reload_due[0] = False  # a SIGHUP from here on asks for one more
+        if load is None:
+            logger.info("SIGHUP: no configuration file to reload")
+            return
+        current[0] = reload(running, current[0], load)
 
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    def on_hangup() -> None:
+        # One reload for every SIGHUP that came since the last one began: a storm of them
+        # must not queue a reload each and starve the checks (and Redis) of the loop.
+        if not reload_due[0]:
+            reload_due[0] = True
+            loop.call_soon(reload_now)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    # Held since the process began (gateway.hangups): one that came meanwhile reloads now.
+    release_hangups()
     await stopping.wait()
     logger.info("ext_authz stopping", extra={"grace_seconds": GRACE_SECONDS})
     await running.stop()

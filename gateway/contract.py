@@ -15,6 +15,11 @@ CHECK_PATH_PREFIX = "/check"
 # HTTP mode: the path ext_authz answers health on, which Envoy checks each worker at when
 # there are several; gRPC mode uses the standard gRPC health service instead.
 HEALTH_PATH = "/healthz"
+# gRPC mode: a health service name of its own that is SERVING only while ext_authz's session
+# change feed is subscribed to Redis (so its memory may answer): for dashboards and tests.
+# No probe may use it: "" and the Authorization service stay SERVING through a Redis outage,
+# in which ext_authz still answers every check (with a 503).
+SESSION_FEED_HEALTH_SERVICE = "gateway.SessionFeed"
 # HTTP mode: an allowing reply names here the request headers Envoy must remove.
 HEADERS_TO_REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
 # gRPC mode: the ``context_extensions`` key under which each route tells ext_authz its name.

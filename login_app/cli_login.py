@@ -39,7 +39,6 @@ from gateway.contract import CLIENT_ADDRESS_HEADER
 from gateway.errors import ProviderFailure, StoreUnavailable
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.model import Session
-from login_app.cookies import cookie_credential
 from login_app.device_codes import (
     GUESS_LIMIT,
     GUESS_WINDOW_SECONDS,
@@ -58,7 +57,7 @@ from login_app.device_store import DeviceRecord, device_codes
 from login_app.errors import LoginError, LoginUnavailable
 from login_app.login import DeviceLoginLapsed, start_device_login
 from login_app.pages import as_login_error, error_json, error_page
-from login_app.services import Services, services
+from login_app.services import Services, browser_session, services
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("cli_login", __name__)
@@ -223,8 +222,7 @@ def _pending_record(user_code: str) -> DeviceRecord:
 
 def _approver(svc: Services) -> tuple[SessionCredential, Session] | None:
     # Only a browser's cookie approves: a CLI's bearer token must not approve another CLI.
-    credential = cookie_credential(request, svc.config)
-    session = svc.live_session(credential)
+    credential, session = browser_session(svc)
     if credential is None or session is None:
         return None
     return credential, session

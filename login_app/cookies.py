@@ -67,28 +67,25 @@ def parse_credential(text: str | None) -> SessionCredential | None:
         return None
 
 
-def request_credential(request: Request, config: GatewayConfig) -> SessionCredential | None:
-    """The session credential a request carries, read by the rule ext_authz reads it by:
-    a bearer token first, then the cookie; None for none or an unusable one (two different
-    session cookies among them)."""
+def request_credentials(request: Request, config: GatewayConfig) -> tuple[SessionCredential, ...]:
+    """The session credentials a request carries, read by the rule ext_authz reads them by:
+    a bearer token first, else every well-formed session cookie in the order sent (which one
+    counts is gateway.sessions.choice's to say); () for none or only unusable ones."""
     return _presented(request.headers.get("Authorization", ""), request, config)
 
 
-def cookie_credential(request: Request, config: GatewayConfig) -> SessionCredential | None:
-    """The browser's session cookie only (a bearer token does not count), by the same rule."""
+def cookie_credentials(request: Request, config: GatewayConfig) -> tuple[SessionCredential, ...]:
+    """The browser's session cookies only (a bearer token does not count), by the same rule."""
     return _presented("", request, config)
 
 
 def _presented(
     authorization: str, request: Request, config: GatewayConfig
-) -> SessionCredential | None:
+) -> tuple[SessionCredential, ...]:
     try:
         presented = read_presented(
-            authorization,
-            request.headers.get("Cookie", ""),
-            (config.cookie_name,),
-            config.ext_authz.max_cookie_header_bytes,
+            authorization, request.headers.get("Cookie", ""), (config.cookie_name,)
         )
     except CredentialError:
-        return None
-    return presented.credential if presented is not None else None
+        return ()
+    return presented.candidates if presented is not None else ()

@@ -20,10 +20,10 @@ from gateway.redis.clients import translate_redis_errors
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import keyspace
 from gateway.sessions.model import Session
-from login_app.cookies import cookie_credential, expire_binding_cookie, expire_session_cookie
+from login_app.cookies import expire_binding_cookie, expire_session_cookie
 from login_app.login import redirect_target
 from login_app.metrics import LOGOUTS
-from login_app.services import Services, request_session, services
+from login_app.services import Services, browser_session, request_session, services
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("logout", __name__)
@@ -101,7 +101,7 @@ def _note_own_logout(
     and may never visit it, and a note would then spare the browser's session from the
     provider's own logout of that session."""
     sid = session.identity.provider_session_id if session else ""
-    browser = cookie_credential(request, svc.config)
+    browser, _ = browser_session(svc)
     if sid and credential is not None and browser is not None and browser == credential:
         svc.own_logouts.remember(sid, svc.sessions.lookup_ids_of_provider_session(sid))
 

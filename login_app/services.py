@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -14,15 +15,18 @@ from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
 from gateway.providers.client import ProviderClient
 from gateway.redis.clients import sync_client
+from gateway.sessions.choice import Conflict, choose_session
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import keyspace, sync_store
 from gateway.sessions.interface import SyncSessions
 from gateway.sessions.model import Session
 from gateway.sessions.store import Clock
 from login_app.attempts import AttemptStore
-from login_app.cookies import request_credential
+from login_app.cookies import cookie_credentials, request_credentials
 from login_app.device_store import DeviceCodeStore
 from login_app.own_logouts import OwnLogouts
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,5 +107,27 @@ def services() -> Services:
 def request_session(svc: Services) -> tuple[SessionCredential | None, Session | None]:
     """The credential the request carries (even when its session is gone or unreadable)
     and its live session, if any."""
-    credential = request_credential(request, svc.config)
-    return credential, svc.live_session(credential)
+    return _session_among(svc, request_credentials(request, svc.config))
+
+
+def browser_session(svc: Services) -> tuple[SessionCredential | None, Session | None]:
+    """Like :func:`request_session`, from the browser's cookies alone (no bearer token)."""
+    return _session_among(svc, cookie_credentials(request, svc.config))
+
+
+def _session_among(
+    svc: Services, candidates: tuple[SessionCredential, ...]
+) -> tuple[SessionCredential | None, Session | None]:
+    """By ext_authz's rule (gateway.sessions.choice): the one live session among the
+    request's credentials; live sessions of different users count as none at all."""
+    if not candidates:
+        return None, None
+    if len(candidates) == 1:
+        return candidates[0], svc.live_session(candidates[0])
+    choice = choose_session([(c, svc.live_session(c)) for c in candidates], time.time())
+    if isinstance(choice, Conflict):
+        logger.warning("live sessions of different users in one request")
+        return None, None
+    if choice is None:
+        return candidates[0], None
+    return choice.credential, choice.session

@@ -3,8 +3,9 @@ ext_authz, the login app, Envoy and the identity headers."""
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import redis
@@ -40,6 +41,9 @@ _GATEWAY_REDIS_OPTIONS = frozenset(
 
 
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:/-]{0,64}$")
+
+
+_logger = logging.getLogger(__name__)
 
 
 class SessionSettings(_Model):
@@ -92,6 +96,20 @@ class TokenSettings(_Model):
         description="How long a check waits for a refresh before answering with the still-valid "
         "old token (or 503 when it has expired). Must stay below ext_authz.timeout.",
     )
+    refresh_timeout: Duration = Field(
+        30.0,
+        description="Read timeout of a refresh's token request. The call runs to it even when "
+        "no check waits any more (the provider may rotate the refresh token either way), "
+        "holding and extending the refresh lock. At least refresh_wait, at most 300s.",
+    )
+
+    @model_validator(mode="after")
+    def _refresh_timeout(self) -> TokenSettings:
+        # Shorter than a check's wait would abandon calls a check still waits for; longer
+        # than five minutes keeps a session's refresh lock (and a pool thread) for no reply.
+        if not self.refresh_wait <= self.refresh_timeout <= 300:
+            raise ValueError("refresh_timeout must be at least refresh_wait and at most 300s")
+        return self
 
 
 def _url_db(url: str) -> int | None:
@@ -222,6 +240,20 @@ class RedisSettings(_Model):
 
 
 class ExtAuthzSettings(_Model):
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data: Any) -> Any:
+        # max_cookie_header_bytes (0.1.0) refused large Cookie headers, which let other
+        # sites' cookies log users out; Envoy's header limit bounds them now. Still accepted,
+        # so an existing config keeps loading, and named so it can be deleted.
+        if isinstance(data, dict) and "max_cookie_header_bytes" in data:
+            data = {k: v for k, v in data.items() if k != "max_cookie_header_bytes"}
+            _logger.warning(
+                "ext_authz.max_cookie_header_bytes is no longer used and can be removed: "
+                "the Cookie header is bounded by Envoy's request header limit"
+            )
+        return data
+
     listen: str = Field(
         "127.0.0.1:50051",
         description="host:port or unix:/path of the first worker; worker i listens on port+i "
@@ -240,9 +272,6 @@ class ExtAuthzSettings(_Model):
     allowed_origins: tuple[str, ...] = Field(
         (), description="Extra origins allowed to send cookie-authenticated unsafe requests."
     )
-    max_cookie_header_bytes: int = Field(
-        8192, gt=0, description="A larger Cookie header is refused as a malformed credential."
-    )
     decision_log: Literal["all", "denied", "none"] = Field(
         "denied",
         description="Which decisions get a JSON log line: all, only denials (the default; "
@@ -253,6 +282,12 @@ class ExtAuthzSettings(_Model):
         description="How long a worker may answer from its in-memory copy of a session; "
         "changes reach every worker at once via pub/sub, this only bounds the worst case. "
         "0 turns the cache off.",
+    )
+    session_cache_max_bytes: int = Field(
+        2 * 1024 * 1024,
+        gt=0,
+        description="Memory each worker's session cache may take (estimated per session from "
+        "its tokens' sizes, about 4 KiB with three providers); the oldest entries go first.",
     )
 
     @field_validator("allowed_origins")

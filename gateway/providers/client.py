@@ -103,7 +103,9 @@ class ProviderClient:
         """A TokenSet from a token endpoint reply, refusing replies that lack what we need."""
         return self._tokens.token_set(reply, now)
 
-    def refresh(self, tokens: TokenSet, now: float) -> TokenSet:
+    def refresh(
+        self, tokens: TokenSet, now: float, *, read_timeout: float | None = None
+    ) -> TokenSet:
         """Trade the refresh token for new tokens (RFC 6749 §6).
 
         What the reply omits is kept: a provider that does not rotate refresh tokens sends
@@ -111,8 +113,9 @@ class ProviderClient:
         ID token is needed for logout). Raises ProviderRejected with ``error`` set to the
         provider's code (``invalid_grant``: the refresh token is revoked or expired), or
         ProviderUnavailable for anything that may work later (network, timeout, 5xx).
+        ``read_timeout`` replaces the default read timeout (ext_authz's refresh_timeout).
         """
-        return self._tokens.refresh(tokens, now)
+        return self._tokens.refresh(tokens, now, read_timeout=read_timeout)
 
     def revoke(self, tokens: TokenSet) -> bool:
         """RFC 7009 revocation of the refresh token (and access token); best effort."""

@@ -20,6 +20,16 @@ from gateway.sessions.model import TokenSet
 MAX_EXPIRES_IN = 366 * 86400
 
 
+def refresh_timeout(read_timeout: float | None) -> tuple[float, float]:
+    """(connect, read) timeouts of a refresh: the default read timeout unless one is given.
+
+    ext_authz gives its own (``tokens.refresh_timeout``): a provider that answers slowly has
+    often rotated the refresh token by the time it answers, so giving up early loses it.
+    """
+    connect, read = HTTP_TIMEOUT
+    return (connect, read if read_timeout is None else read_timeout)
+
+
 class TokenEndpoint:
     """One provider's token and revocation endpoints."""
 
@@ -48,7 +58,9 @@ class TokenEndpoint:
             ),
         )
 
-    def refresh(self, tokens: TokenSet, now: float) -> TokenSet:
+    def refresh(
+        self, tokens: TokenSet, now: float, *, read_timeout: float | None = None
+    ) -> TokenSet:
         """Trade the refresh token for new tokens (RFC 6749 §6); see ProviderClient.refresh."""
         if not tokens.refresh_token:
             raise ProviderRejected(
@@ -63,7 +75,7 @@ class TokenEndpoint:
             lambda oauth: oauth.refresh_token(
                 self._metadata.endpoints().token_url,
                 refresh_token=tokens.refresh_token,
-                timeout=HTTP_TIMEOUT,
+                timeout=refresh_timeout(read_timeout),
             ),
         )
         fresh = self.token_set(reply, now)

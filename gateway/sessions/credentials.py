@@ -93,7 +93,9 @@ class SessionCredential:
 
 
 _PARSED: dict[str, SessionCredential] = {}
-_PARSED_MAX = 50_000
+# About 600 bytes an entry: a worker's memory must not grow with the sessions it has seen,
+# and a parse it misses costs microseconds (the session cache keeps the hot sessions).
+_PARSED_MAX = 1024
 
 
 def looks_like_credential(text: str) -> bool:
@@ -106,10 +108,25 @@ class CredentialSource(Enum):
     BEARER = "bearer"
 
 
+# How many different session cookies of one request are tried. Browsers send the cookie of
+# the longest path first, then older before newer; a cookie planted by a sibling host or an
+# old deploy under another path or domain comes with ours and cannot be removed by us (a
+# Set-Cookie only replaces the cookie of its own path and domain), so ours must still count.
+# Each one tried may cost a Redis read: the number is bounded.
+MAX_SESSION_COOKIES = 4
+
+
 @dataclass(frozen=True, slots=True)
 class PresentedCredential:
     credential: SessionCredential
     source: CredentialSource
+    # Further well-formed session cookies of the same request, in the order sent. The caller
+    # uses the one whose session is live (gateway.sessions.choice), never just the first.
+    alternatives: tuple[SessionCredential, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[SessionCredential, ...]:
+        return (self.credential, *self.alternatives)
 
 
 def split_cookies(cookie_header: str) -> list[tuple[str, str]]:
@@ -135,10 +152,7 @@ def bearer_text(authorization: str) -> str | None:
 
 
 def read_presented(
-    authorization: str,
-    cookie_header: str,
-    cookie_names: Collection[str],
-    max_cookie_bytes: int,
+    authorization: str, cookie_header: str, cookie_names: Collection[str]
 ) -> PresentedCredential | None:
     """The session credential a request carries, None if it carries none: the one rule
     both servers read requests by.
@@ -146,22 +160,68 @@ def read_presented(
     A bearer token wins over the cookie: API clients say what they mean explicitly (pass
     ``authorization=""`` where only a browser's cookie may count). Raises
     :class:`CredentialError` for a credential that is present but unusable.
+
+    The Cookie header is read whatever its size: other sites of the domain may fill it
+    with cookies of their own (a cookie bomb), and that must not cost the user the session.
+    Its size is bounded by Envoy's request header limit and the HTTP servers', not here.
+    Malformed session cookies are passed over when a well-formed one is there too.
     """
     bearer = bearer_text(authorization)
     if bearer is not None:
         return PresentedCredential(SessionCredential.parse(bearer), CredentialSource.BEARER)
-    if not cookie_header:
+    texts = session_cookie_values(cookie_header, cookie_names)
+    if not texts:
         return None
-    if len(cookie_header.encode("utf-8", "surrogatepass")) > max_cookie_bytes:
-        raise CredentialError("cookie header is too large")
-    values = {value for name, value in split_cookies(cookie_header) if name in cookie_names}
-    if not values:
-        return None
-    if len(values) > 1:
-        # Two different session cookies mean someone planted one (cookie tossing from a
-        # sibling host or a more specific path, which browsers send first). Taking either
-        # could act in the attacker's session (say, approve a CLI login into it, or end the
-        # wrong one), so a request with two is treated as carrying an unusable credential by
-        # both servers alike; the same cookie twice is harmless and counts once.
-        raise CredentialError("more than one session cookie")
-    return PresentedCredential(SessionCredential.parse(values.pop()), CredentialSource.COOKIE)
+    candidates: list[SessionCredential] = []
+    problem: CredentialError | None = None
+    for text in texts:
+        try:
+            credential = SessionCredential.parse(text)
+        except CredentialError as exc:
+            problem = problem or exc
+            continue
+        if credential not in candidates:
+            candidates.append(credential)
+            if len(candidates) == MAX_SESSION_COOKIES:
+                break
+    if not candidates:
+        assert problem is not None  # every value failed to parse
+        raise problem
+    return PresentedCredential(candidates[0], CredentialSource.COOKIE, tuple(candidates[1:]))
+
+
+def session_cookie_values(cookie_header: str, cookie_names: Collection[str]) -> list[str]:
+    """The values of the named cookies in ``cookie_header``, in the order sent: the pairs
+    :func:`split_cookies` would find, without splitting a header of tens of kilobytes (a
+    cookie bomb costs a substring search, in C, not a Python object per cookie)."""
+    found: list[tuple[int, str]] = []
+    for name in cookie_names:
+        start = 0
+        while (at := cookie_header.find(name, start)) != -1:
+            start = at + len(name)
+            value = _value_of_pair_at(cookie_header, at, len(name))
+            if value is not None:
+                found.append((at, value))
+    found.sort()
+    return [value for _, value in found]
+
+
+def _value_of_pair_at(header: str, at: int, name_length: int) -> str | None:
+    """The value when ``header[at:]`` starts a pair of that name (only whitespace between
+    the name and a separator or the start, and between it and '='), else None."""
+    before = at - 1
+    while before >= 0 and header[before].isspace():
+        before -= 1
+    if before >= 0 and header[before] not in ";,":
+        return None  # inside another cookie's name or value
+    equals = at + name_length
+    while equals < len(header) and header[equals].isspace():
+        equals += 1
+    if equals == len(header) or header[equals] != "=":
+        return None  # a longer name, or no value
+    end = len(header)
+    for separator in ";,":
+        found = header.find(separator, equals)
+        if found != -1:
+            end = min(end, found)
+    return header[equals + 1 : end].strip().strip('"')

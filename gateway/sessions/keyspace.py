@@ -100,6 +100,11 @@ class Keyspace:
         """The note that our own logout is ending an IdP session (its echo spares some)."""
         return f"{self.prefix}own-logout:{{{_digest(provider_session_id)}}}"
 
+    def readiness_probe(self) -> str:
+        """A tiny key the login app's readiness writes, with a short TTL: a Redis that
+        answers PING but refuses writes (maxmemory, a read-only replica) cannot log anyone in."""
+        return f"{self.prefix}ready-probe"
+
     def logout_token_seen(self, jti: str) -> str:
         """A back-channel logout token already honoured (replay defence)."""
         return f"{self.prefix}logout-jti:{jti}"

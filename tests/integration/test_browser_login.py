@@ -177,3 +177,90 @@ def test_a_cli_login_is_approved_by_clicking_approve_in_a_real_browser(stack, pa
     assert sent_elsewhere, "the browser never went to an identity provider"
     leaks = [(url, referer) for url, referer in sent_elsewhere if referer.startswith(stack.url)]
     assert not leaks
+
+
+# ---- other sites' cookies: a cookie bomb, a second session cookie under another path ---------
+
+
+def log_in_in_browser(stack, page, path: str = "/api/hello") -> str:
+    """Log in through both providers from ``path``; returns the session cookie's value."""
+    page.goto(stack.url + path)
+    log_in_at_idp(page)
+    page.wait_for_url(f"{stack.idps['gitlab'].url}/**")
+    log_in_at_idp(page)
+    page.wait_for_url(stack.url + path)
+    return next(c["value"] for c in page.context.cookies() if c["name"] == stack.cookie_name)
+
+
+def echoed_page(page) -> dict:
+    return json.loads(page.locator("body").inner_text())
+
+
+@pytest.mark.parametrize("kilobytes", [9, 30])
+def test_a_cookie_bomb_from_other_sites_does_not_cost_the_session(stack, page, kilobytes):
+    """What a sibling host (or a script on the site) can do: fill the Cookie header."""
+    value = log_in_in_browser(stack, page)
+    page.context.add_cookies(
+        [
+            {"name": f"sibling{i}", "value": "v" * 3000, "url": stack.url}
+            for i in range(kilobytes // 3)
+        ]
+    )
+    response = page.goto(stack.url + "/api/hello")
+    assert response is not None and response.status == 200
+    assert page.url == stack.url + "/api/hello"
+    (forwarded,) = echoed_page(page)["headers"]["cookie"]
+    assert forwarded.count("sibling") == kilobytes // 3, "Chromium sent every cookie"
+    assert len(forwarded) >= kilobytes * 1000
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    assert cookies[stack.cookie_name] == value, "the session cookie was kept as it was"
+
+
+def test_an_old_session_cookie_under_another_path_ends_on_the_page_logged_in(stack, page):
+    """An old deploy's (or a sibling path's) cookie of our name under Path=/api comes first in
+    every request there; before, that looped: ERR_TOO_MANY_REDIRECTS."""
+    value = log_in_in_browser(stack, page)
+    stale = SessionCredential.generate().encode()  # well-formed, its session long gone
+    page.context.add_cookies(
+        [{"name": stack.cookie_name, "value": stale, "domain": "127.0.0.1", "path": "/api"}]
+    )
+    response = page.goto(stack.url + "/api/hello")
+    assert response is not None and response.status == 200
+    assert page.url == stack.url + "/api/hello"
+    session = sync_store(stack.config).load(SessionCredential.parse(value))
+    assert session is not None
+    assert echoed_page(page)["headers"]["authorization"] == [
+        f"Bearer {session.tokens['primary'].access_token}"
+    ]
+
+
+def test_only_an_old_session_cookie_under_another_path_logs_in_and_stays(stack, page):
+    stale = SessionCredential.generate().encode()
+    page.context.add_cookies(
+        [{"name": stack.cookie_name, "value": stale, "domain": "127.0.0.1", "path": "/api"}]
+    )
+    log_in_in_browser(stack, page)  # back on /api/hello with both cookies, not sent round again
+    response = page.goto(stack.url + "/api/hello")
+    assert response is not None and response.status == 200
+    assert page.url == stack.url + "/api/hello"
+
+
+def test_a_planted_live_session_of_someone_else_ends_on_a_page_not_a_loop(stack, page):
+    log_in_in_browser(stack, page)
+    planted = stack.create_session("mallory", tokens={"primary": "m-tok", "gitlab": "m-tok"})
+    page.context.add_cookies(
+        [
+            {
+                "name": stack.cookie_name,
+                "value": planted.encode(),
+                "domain": "127.0.0.1",
+                "path": "/api",
+            }
+        ]
+    )
+    response = page.goto(stack.url + "/api/hello")
+    assert response is not None and response.status == 400
+    assert "Conflicting sessions" in page.title()
+    assert "m-tok" not in page.content()
+    # The user's own pages outside the planted path still work.
+    assert page.goto(stack.url + "/gitlab/x").status == 200

@@ -33,6 +33,7 @@ import yaml
 
 from deploy.render import ENVOY_BOOTSTRAP, GATEWAY_CONFIG, render
 from devtools.processes import ManagedProcess, free_port
+from devtools.redis_persistence import REDIS_PERSISTENCE_ARGS
 from gateway.config import GatewayConfig, Route, parse_config, provider_secret_variable
 from gateway.contract import FORWARDED_REQUEST_HEADERS
 
@@ -627,6 +628,18 @@ def test_redis_url_is_the_configured_one_with_the_redis_password() -> None:
     assert argument_after(redis["args"], "--requirepass") == "$(REDIS_PASSWORD)"
 
 
+def test_the_shipped_redis_persists_what_make_run_and_the_fault_tests_use() -> None:
+    # Acknowledged refreshes must survive a crash: the arguments are those of one place.
+    redis = container(find(built("kubernetes/common"), "Deployment", "gateway-redis"), "redis")
+    arguments = [str(argument) for argument in redis["args"]]
+    persistence = list(REDIS_PERSISTENCE_ARGS)
+    assert any(
+        arguments[start : start + len(persistence)] == persistence
+        for start in range(len(arguments))
+    ), arguments
+    assert "--dir" in arguments
+
+
 # ---- security -------------------------------------------------------------------------------
 
 
@@ -1001,3 +1014,61 @@ def test_probe_follows_the_login_app_health_on_loopback(redis_server: Any) -> No
     finally:
         process.stop()
     assert wait_for(lambda: run_probe("http", url).returncode == 1)
+
+
+# ---- no probe depends on Redis ----------------------------------------------------------------
+
+
+def _probe_arguments(probe: dict[str, Any], listen: str) -> list[str]:
+    """probe.py's arguments for a manifest's probe, aimed at a process listening on ``listen``
+    (the pod's socket or port is the test's own here; the check asked is the manifest's)."""
+    if "exec" in probe:
+        kind, _target, *rest = probe["exec"]["command"][2:]
+        if kind == "grpc":
+            return ["grpc", listen, *rest]
+        return ["http", f"http://{listen}{urlsplit(_target).path}", *rest]
+    if "grpc" in probe:
+        return ["grpc", listen, "--service", probe["grpc"].get("service", "")]
+    assert "httpGet" in probe, f"no way to run {probe} here"
+    return ["http", f"http://{listen}{probe['httpGet']['path']}"]
+
+
+@pytest.mark.parametrize(
+    ("kustomization", "workload", "container_name"),
+    [
+        ("kubernetes", "gateway", "ext-authz"),
+        ("kubernetes", "gateway", "login-app"),
+        ("mesh", "gateway-ext-authz", "ext-authz"),
+        ("mesh", "gateway-login", "login-app"),
+    ],
+)
+def test_no_probe_fails_while_redis_is_unreachable(
+    kustomization: str, workload: str, container_name: str, socket_dir: Path
+) -> None:
+    """A Redis outage must neither restart the containers (liveness) nor take every pod out of
+    the Service (readiness): users would get the load balancer's error instead of our 503.
+    Each probe the manifest gives the container, run against the real process."""
+    spec = container(find(built(kustomization), "Deployment", workload), container_name)
+    probes = {name: spec[name] for name in ("livenessProbe", "readinessProbe") if name in spec}
+    assert set(probes) == {"livenessProbe", "readinessProbe"}
+    if container_name == "ext-authz":
+        listen, command = f"unix:{socket_dir / 'ext_authz.sock'}", "authz"
+    else:
+        listen, command = f"127.0.0.1:{free_port()}", "login"
+    arguments = {name: _probe_arguments(probe, listen) for name, probe in probes.items()}
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+    def answers() -> bool:  # up, whatever it says of its health
+        result = run_probe(*arguments["livenessProbe"])
+        return result.returncode == 0 or "NOT_SERVING" in result.stderr or "HTTP" in result.stderr
+
+    process = _gateway_process(f"no-redis-{container_name}", nobody, command, "--listen", listen)
+    process.start(answers)
+    try:
+        if command == "authz":  # once the invalidation feed has given up on Redis
+            assert wait_for(lambda: "redis unreachable" in process.output())
+        for name, probe_arguments in arguments.items():
+            result = run_probe(*probe_arguments)
+            assert result.returncode == 0, f"{name} fails while Redis is down: {result.stderr}"
+    finally:
+        process.stop()

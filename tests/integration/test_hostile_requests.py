@@ -366,8 +366,9 @@ def test_header_injection_never_smuggles_a_header_past_the_gateway(gateway, cred
 DUPLICATES = cases(
     Hostile("two-cookie-headers-one-with-session",
             request("/gitlab/x", "Cookie: theme=dark", COOKIE), "reached"),
+    # A garbled second session cookie (planted, or left by an old deploy) is passed over.
     Hostile("two-cookie-headers-two-sessions",
-            request("/gitlab/x", COOKIE, "Cookie: {session}x"), "refused"),
+            request("/gitlab/x", COOKIE, "Cookie: {session}x"), "reached"),
     Hostile("two-session-cookies-on-anonymous-route",
             request("/catalog/x", COOKIE, "Cookie: gw_session=gws_other"), "reached"),
     Hostile("same-session-cookie-twice", request("/gitlab/x", COOKIE, COOKIE), "reached"),
@@ -391,8 +392,9 @@ DUPLICATES = cases(
                     f"Private-Token: {SPOOFED}", f"Private-Token: {SPOOFED}",
                     f"Authorization: Bearer {SPOOFED}"), "reached"),
     Hostile("two-host-headers", request("/api/x", COOKIE, "Host: evil.example"), "reached"),
+    # Other sites' cookies never cost the session, up to Envoy's header limit (60 KB).
     Hostile("cookie-10kb-protected",
-            request("/api/x", "Cookie: big=" + "x" * 10_240 + "; {session}"), "refused"),
+            request("/api/x", "Cookie: big=" + "x" * 10_240 + "; {session}"), "reached"),
     Hostile("cookie-10kb-anonymous",
             request("/catalog/x", "Cookie: big=" + "x" * 10_240 + "; {session}"), "reached"),
     Hostile("cookie-100kb", request("/api/x", "Cookie: big=" + "x" * 102_400 + "; {session}"),

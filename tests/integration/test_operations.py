@@ -9,12 +9,14 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+import redis
 import requests
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.contract import SESSION_FEED_HEALTH_SERVICE
 from gateway.sessions.credentials import SessionCredential
-from gateway.sessions.factory import sync_store
+from gateway.sessions.factory import keyspace, sync_store
 from tests.support.checks import check, injected
 from tests.support.login import browser_login
 from tests.support.metrics import metrics, sample
@@ -86,10 +88,17 @@ def test_logs_of_a_full_login_and_requests_contain_no_secret(stack):
                 json.loads(line)  # one JSON object per line
 
 
-def grpc_health(address: str) -> int:
+AUTHORIZATION = "envoy.service.auth.v3.Authorization"
+
+
+def grpc_health_of(address: str, service: str) -> int:
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status)
+        return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status)
+
+
+def grpc_health(address: str) -> int:
+    return grpc_health_of(address, "")
 
 
 def wait_for(condition, timeout: float = 6.0) -> None:
@@ -99,24 +108,95 @@ def wait_for(condition, timeout: float = 6.0) -> None:
         time.sleep(0.1)
 
 
-def test_health_follows_redis_reachability(stack, own_redis):
-    serving, not_serving = (
-        health_pb2.HealthCheckResponse.SERVING,
-        health_pb2.HealthCheckResponse.NOT_SERVING,
-    )
+def test_a_redis_outage_leaves_health_serving_and_users_get_the_gateways_503(stack, own_redis):
+    """Liveness and readiness do not follow Redis (deploy/README.md, Probes): a frozen Redis
+    restarts nothing and keeps every pod in the Service, where ext_authz answers with its own
+    503; only the login app's /auth/ready, which no probe uses, says logins cannot work."""
+    serving = health_pb2.HealthCheckResponse.SERVING
     ready = stack.url + "/auth/ready"
-    wait_for(lambda: grpc_health(stack.ext_authz.address) == serving)
+    credential = stack.create_session(tokens={"primary": "p-tok"})
+    cookie = {"Cookie": f"{stack.cookie_name}={credential.encode()}", "Accept": "application/json"}
+    assert grpc_health(stack.ext_authz.address) == serving
     assert requests.get(ready, timeout=5).status_code == 200
     own_redis.pause()
     try:
-        wait_for(lambda: grpc_health(stack.ext_authz.address) == not_serving)
-        reply = requests.get(ready, timeout=5)
-        assert reply.status_code == 503 and reply.json()["checks"]["redis"] == "unreachable"
+        # The cache may answer for a moment; then every check needs Redis, and gets our 503.
+        wait_for(
+            lambda: (
+                requests.get(stack.url + "/api/x", headers=cookie, timeout=5).status_code == 503
+            ),
+            timeout=20,
+        )
+        reply = requests.get(stack.url + "/api/x", headers=cookie, timeout=5)
+        assert reply.json()["reason"] == "redis_unavailable" and reply.headers["retry-after"]
+        # Once the session feed has noticed (it reports under a name of its own) ...
+        wait_for(
+            lambda: (
+                grpc_health_of(stack.ext_authz.address, SESSION_FEED_HEALTH_SERVICE)
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            ),
+            timeout=20,
+        )
+        # ... what the probes ask stays SERVING.
+        assert grpc_health(stack.ext_authz.address) == serving
+        assert grpc_health_of(stack.ext_authz.address, AUTHORIZATION) == serving
+        not_ready = requests.get(ready, timeout=5)
+        assert not_ready.status_code == 503
+        assert not_ready.json()["checks"]["redis"] == "unreachable"
         assert requests.get(stack.url + "/auth/health", timeout=5).status_code == 200  # alive
     finally:
         own_redis.resume()
-    wait_for(lambda: grpc_health(stack.ext_authz.address) == serving)
+    wait_for(lambda: requests.get(ready, timeout=5).status_code == 200)
+    wait_for(
+        lambda: grpc_health_of(stack.ext_authz.address, SESSION_FEED_HEALTH_SERVICE) == serving
+    )
+    assert requests.get(stack.url + "/api/x", headers=cookie, timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("refuse", "allow", "error"),
+    [
+        pytest.param(
+            [
+                ("CONFIG", "SET", "maxmemory-policy", "noeviction"),
+                ("CONFIG", "SET", "maxmemory", "1"),
+            ],
+            [("CONFIG", "SET", "maxmemory", "0")],
+            "maxmemory",
+            id="maxmemory-noeviction",
+        ),
+        pytest.param(
+            # A replica of a master that is not there: what a failed-over-from node becomes.
+            [("REPLICAOF", "127.0.0.1", "1")],
+            [("REPLICAOF", "NO", "ONE")],
+            "read only replica",
+            id="read-only-replica",
+        ),
+    ],
+)
+def test_the_login_app_is_not_ready_while_redis_refuses_writes(
+    stack, own_redis, refuse, allow, error
+):
+    ready = stack.url + "/auth/ready"
+    raw = redis.Redis.from_url(own_redis.url)
+    probe_key = keyspace(stack.config).readiness_probe()
     assert requests.get(ready, timeout=5).status_code == 200
+    try:
+        for command in refuse:
+            raw.execute_command(*command)
+        with pytest.raises(redis.ResponseError, match=error):
+            raw.set("gw-test:write", b"1")
+        assert raw.ping()  # answers, yet cannot log anyone in
+        reply = requests.get(ready, timeout=5)
+        assert reply.status_code == 503
+        assert reply.json()["checks"]["redis"] == "refuses_writes"
+        assert grpc_health(stack.ext_authz.address) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        for command in allow:
+            raw.execute_command(*command)
+    assert requests.get(ready, timeout=5).status_code == 200
+    assert 0 < raw.pttl(probe_key) <= 10_000, "the probe key is short-lived"
+    raw.close()
 
 
 def test_sighup_reloads_routes_and_keeps_the_old_config_when_the_new_one_is_bad(stack):

@@ -13,6 +13,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.contract import SESSION_FEED_HEALTH_SERVICE
 from gateway.crypto import RecordCipher
 from gateway.redis.clients import sync_client
 from gateway.sessions.credentials import SessionCredential
@@ -54,12 +55,12 @@ def sessions(stack: Stack) -> dict[str, SessionCredential]:
 
 
 def wait_until_feed_live(stack: Stack) -> None:
-    """ext_authz reports SERVING only while its invalidation feed is subscribed, i.e. while it
-    may answer from its session cache."""
+    """ext_authz reports its feed SERVING (under a health service name of its own) only while
+    the feed is subscribed, i.e. while it may answer from its session cache."""
     with grpc.insecure_channel(stack.ext_authz.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 5
-        request = health_pb2.HealthCheckRequest(service="")
+        request = health_pb2.HealthCheckRequest(service=SESSION_FEED_HEALTH_SERVICE)
         while health.Check(request, timeout=2).status != health_pb2.HealthCheckResponse.SERVING:
             assert time.monotonic() < deadline, "the invalidation feed never came up"
             time.sleep(0.05)

@@ -17,6 +17,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.contract import SESSION_FEED_HEALTH_SERVICE
 from gateway.redis.clients import MASTER_CHECK_SECONDS
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import async_store, session_codec, sync_store
@@ -83,10 +84,10 @@ class RequestStream:
 
 
 def feed_live(stack: Stack) -> bool:
-    """ext_authz reports SERVING only while its invalidation feed is subscribed."""
+    """ext_authz reports its feed under a health service name of its own."""
     with grpc.insecure_channel(stack.ext_authz.address) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=2
+            health_pb2.HealthCheckRequest(service=SESSION_FEED_HEALTH_SERVICE), timeout=2
         )
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 

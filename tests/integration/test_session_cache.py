@@ -11,7 +11,7 @@ import requests
 from gateway.redis.clients import sync_client
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import sync_store
-from tests.support.checks import wait_until_serving
+from tests.support.checks import wait_until_feed_serving
 from tests.support.servers import EchoBackend, RedisServer
 from tests.support.stack import Stack, api_get, start_stack
 
@@ -105,7 +105,7 @@ def test_without_the_invalidation_feed_memory_is_not_trusted(stack, own_redis):
     finally:
         own_redis.resume()
     for worker in stack.workers:  # the feeds come back, and with them the cache
-        wait_until_serving(worker.address)
+        wait_until_feed_serving(worker.address)
     assert status(stack, credential, http) == 200
 
 

@@ -33,11 +33,12 @@ def injected(
     return None
 
 
-def wait_until_serving(address: str, timeout: float = 20) -> None:
-    """Wait until the ext_authz worker at ``address`` reports SERVING: its session change
-    feed is subscribed again, so it answers from memory once more."""
+def wait_until_feed_serving(address: str, timeout: float = 20) -> None:
+    """Wait until the ext_authz worker at ``address`` reports its session change feed
+    SERVING (under a health service name of its own): subscribed again, so the worker
+    answers from memory once more."""
     deadline = time.monotonic() + timeout
-    request = health_pb2.HealthCheckRequest(service="")
+    request = health_pb2.HealthCheckRequest(service=contract.SESSION_FEED_HEALTH_SERVICE)
     with grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:

@@ -11,28 +11,27 @@ import redis
 import yaml
 
 from devtools.processes import ManagedProcess, envoy_ready, find_binary, free_port, port_open
+from devtools.redis_persistence import REDIS_PERSISTENCE_ARGS
 
 TEST_SECRET = "test-server-secret-0123456789abcdef-0123456789"
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    """A redis-server on a free port; without persistence unless ``persistence`` asks for
+    the shipped one (devtools.redis_persistence), for tests that kill and restart it."""
+
+    def __init__(self, directory: Path, *, persistence: bool = False) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        durability = REDIS_PERSISTENCE_ARGS if persistence else ("--save", "", "--appendonly", "no")
         self._process = ManagedProcess(
             "redis-server",
             [
                 find_binary("redis-server"),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *durability,
+                *("--dir", str(directory)),
             ],
         )
 

@@ -213,6 +213,9 @@ class FailingRefresher:
     async def refreshed(self, credential: SessionCredential, provider_id: str) -> Session:
         raise self.error
 
+    def with_unstored(self, lookup_id: str, session: Session) -> Session:
+        return session
+
 
 def test_a_record_that_no_longer_opens_during_a_refresh_becomes_invalid_session(
     decider: Decider, credential: SessionCredential
@@ -223,3 +226,95 @@ def test_a_record_that_no_longer_opens_during_a_refresh_becomes_invalid_session(
     decision = asyncio.run(authorizer.check(with_cookie(credential)))
     assert isinstance(decision, Deny)
     assert (decision.status, decision.reason) == (401, Lookup.INVALID)
+
+
+# ---- several session cookies in one request (another path or domain) ----------------------
+
+
+class SessionsByCredential(FakeSessionSource):
+    """Answers each credential with its own outcome (None for one it does not know)."""
+
+    def __init__(self, outcomes: dict[SessionCredential, Session | BaseException]) -> None:
+        super().__init__()
+        self.outcomes = outcomes
+
+    async def load(self, credential: SessionCredential) -> Session | None:
+        self.loaded.append(credential)
+        outcome = self.outcomes.get(credential)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def with_cookies(*credentials: SessionCredential, accept: str = "application/json") -> CheckRequest:
+    cookie = "; ".join(f"{COOKIE}={c.encode()}" for c in credentials)
+    return CheckRequest("GET", "/api/items", {"cookie": cookie, "accept": accept}, "api")
+
+
+def session_of(subject: str, expires_at: int = NOW + 3600) -> Session:
+    return Session(
+        identity=Identity(subject),
+        created_at=NOW,
+        expires_at=expires_at,
+        tokens={"primary": TokenSet(f"{subject}-token", expires_at=NOW + 600)},
+    )
+
+
+@pytest.mark.parametrize("live_first", [True, False], ids=["live-first", "live-second"])
+def test_the_live_one_of_two_session_cookies_is_used_and_nothing_is_expired(
+    decider: Decider, live_first: bool
+) -> None:
+    live, dead = SessionCredential.generate(), SessionCredential.generate()
+    source = SessionsByCredential({live: session_of("alice")})
+    order = (live, dead) if live_first else (dead, live)
+    decision = check(decider, source, with_cookies(*order))
+    assert isinstance(decision, Allow)
+    assert dict(decision.set_headers)["authorization"] == "Bearer alice-token"
+
+
+def test_an_expired_session_under_another_path_does_not_hide_the_live_one(
+    decider: Decider,
+) -> None:
+    old, live = SessionCredential.generate(), SessionCredential.generate()
+    source = SessionsByCredential({old: session_of("alice", NOW), live: session_of("alice")})
+    assert isinstance(check(decider, source, with_cookies(old, live)), Allow)
+
+
+def test_two_live_sessions_of_one_user_use_the_first_sent(decider: Decider) -> None:
+    first, second = SessionCredential.generate(), SessionCredential.generate()
+    source = SessionsByCredential({first: session_of("alice"), second: session_of("alice")})
+    decision = check(decider, source, with_cookies(first, second))
+    assert isinstance(decision, Allow)
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/json"])
+def test_live_sessions_of_two_users_are_a_conflict_answered_without_redirect_or_expiry(
+    decider: Decider, accept: str
+) -> None:
+    planted, own = SessionCredential.generate(), SessionCredential.generate()
+    source = SessionsByCredential({planted: session_of("mallory"), own: session_of("alice")})
+    decision = check(decider, source, with_cookies(planted, own, accept=accept))
+    assert isinstance(decision, Deny)
+    assert (decision.status, decision.reason) == (400, Lookup.CONFLICT)
+    assert not {"location", "set-cookie"} & set(dict(decision.headers))
+
+
+def test_redis_down_for_one_of_two_cookies_is_a_503_not_a_logout(decider: Decider) -> None:
+    dead, unknown = SessionCredential.generate(), SessionCredential.generate()
+    source = SessionsByCredential({unknown: StoreUnavailable("reset")})
+    decision = check(decider, source, with_cookies(dead, unknown))
+    assert isinstance(decision, Deny)
+    assert (decision.status, decision.reason) == (503, Lookup.UNAVAILABLE)
+    assert "set-cookie" not in dict(decision.headers)
+
+
+def test_no_live_session_among_several_cookies_asks_for_a_login(decider: Decider) -> None:
+    decision = check(
+        decider,
+        SessionsByCredential({}),
+        with_cookies(SessionCredential.generate(), SessionCredential.generate()),
+    )
+    assert isinstance(decision, Deny) and (decision.status, decision.reason) == (
+        401,
+        Lookup.UNKNOWN,
+    )

@@ -647,3 +647,12 @@ def test_a_yaml_error_never_quotes_the_line_it_is_on(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML") as raised:
         load_config(path, SECRETS)
     assert "hunter2" not in str(raised.value)
+
+
+def test_a_retired_cookie_size_limit_still_loads_and_says_it_is_unused(caplog):
+    from gateway.config import ExtAuthzSettings
+
+    with caplog.at_level("WARNING"):
+        settings = ExtAuthzSettings.model_validate({"max_cookie_header_bytes": 8192})
+    assert not hasattr(settings, "max_cookie_header_bytes")
+    assert "max_cookie_header_bytes is no longer used" in caplog.text

@@ -37,6 +37,7 @@ ALICE = "2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90"  # sh
         (KEYS.device_counter("start", "10.0.0.9"), "gw:device-start:{10.0.0.9}"),
         (KEYS.own_logout("alice"), f"gw:own-logout:{{{ALICE}}}"),
         (KEYS.logout_token_seen("jti-1"), "gw:logout-jti:jti-1"),
+        (KEYS.readiness_probe(), "gw:ready-probe"),
     ],
 )
 def test_each_key_keeps_the_format_existing_records_were_written_under(

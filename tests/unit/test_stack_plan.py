@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from devtools.processes import REPO_ROOT
+from devtools.redis_persistence import REDIS_PERSISTENCE_ARGS
 from devtools.stack_plan import (
     DEFAULT_DEV_PORTS,
     DEV_CLIENT_SECRET,
@@ -116,3 +117,19 @@ def test_what_a_stand_in_cannot_serve_is_refused(change, message: str) -> None:
 def test_dev_ports_must_be_port_numbers(text: str) -> None:
     with pytest.raises(ValueError):
         parse_dev_ports(text)
+
+
+def test_make_runs_redis_keeps_every_acknowledged_write_in_the_run_directory() -> None:
+    redis = next(
+        server for server in plan_for(repository_config()).servers if server.name == "redis"
+    )
+    argv = list(redis.argv)
+    # The persistence refreshed tokens need, from its one place: every save point is its own
+    # `--save SECONDS CHANGES` (one argument "60 1" is no save point at all to Redis 6.2).
+    persistence = list(REDIS_PERSISTENCE_ARGS)
+    start = argv.index(persistence[0])
+    assert argv[start : start + len(persistence)] == persistence
+    assert argv[argv.index("--appendfsync") + 1] == "always"
+    saves = [argv[i + 1 : i + 3] for i, arg in enumerate(argv) if arg == "--save"]
+    assert saves and all(seconds.isdigit() and changes.isdigit() for seconds, changes in saves)
+    assert argv[argv.index("--dir") + 1] == str(Path("run") / "redis")
