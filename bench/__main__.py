@@ -27,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", help="comma-separated scenario keys, e.g. a,b,d or f")
     parser.add_argument("--rate", type=float, help="fixed rate for latency (default: (b)/2)")
     parser.add_argument(
-        "--sessions", type=int, help="sessions added for the many-sessions run (default 100000)"
+        "--sessions",
+        type=int,
+        help="sessions added for the many-sessions run, and distinct sessions (and as many "
+        "bogus cookies) checked for the memory run (default 100000)",
     )
     parser.add_argument(
         "--authz-log-level",
@@ -86,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [s["key"] for s in result["scenarios"] if s["status"] == "failed"]
     if "error" in result.get("gateway", {}).get("many_sessions", {}):
         failed.append("many-sessions")
+    if "error" in result.get("gateway", {}).get("distinct_sessions", {}):
+        failed.append("distinct-sessions")
     return 1 if failed else 0
 
 

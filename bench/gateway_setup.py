@@ -144,9 +144,15 @@ def session_memory(config: GatewayConfig, bench_session: BenchSession) -> dict[s
     return {"memory_usage_bytes": int(usage), "sealed_record_bytes": len(sealed)}  # type: ignore[arg-type]
 
 
-def populate_sessions(config: GatewayConfig, count: int, batch: int = 2000) -> dict[str, float]:
+def populate_sessions(
+    config: GatewayConfig,
+    count: int,
+    batch: int = 2000,
+    keep: list[SessionCredential] | None = None,
+) -> dict[str, float]:
     """``count`` more realistic sealed records (each under its own credential), written by
-    pipelined SETs; returns how long it took and Redis's used memory per added record."""
+    pipelined SETs; returns how long it took and Redis's used memory per added record. The
+    credentials are appended to ``keep`` when given."""
     started = time.monotonic()
     client = sync_client(config.redis)
     codec = session_codec(config)
@@ -157,6 +163,8 @@ def populate_sessions(config: GatewayConfig, count: int, batch: int = 2000) -> d
         pipe = client.pipeline(transaction=False)
         for _ in range(min(batch, count - first)):
             credential = SessionCredential.generate()
+            if keep is not None:
+                keep.append(credential)
             pipe.set(codec.record_key(credential), codec.encode(credential, session), px=ttl)
         pipe.execute()
     used_after = int(client.info("memory")["used_memory"])

@@ -1,5 +1,6 @@
-"""The issue's targets for the gateway itself: ext_authz resident memory, Redis memory per
-session, and Check throughput with many sessions in Redis against one.
+"""The issue's targets for the gateway itself: ext_authz resident memory (also after many
+distinct sessions, see :mod:`bench.distinct_sessions`), Redis memory per session, and Check
+throughput with many sessions in Redis against one.
 
 The many-sessions comparison runs two identical ext_authz processes side by side, each with a
 Redis of its own: one holding the benchmark session only, one holding it plus ``sessions``
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from bench.distinct_sessions import distinct_sessions_memory
 from bench.errors import BenchError
 from bench.gateway_setup import populate_sessions, session_memory
 from bench.measure import LoadSettings, max_throughput, verify
@@ -41,6 +43,11 @@ def gateway_targets(
         except (BenchError, RuntimeError, OSError) as exc:
             log(f"many-sessions comparison failed: {exc}")
             targets["many_sessions"] = {"error": str(exc)[:2000]}
+        try:
+            targets["distinct_sessions"] = distinct_sessions_memory(lab, sessions, log)
+        except (BenchError, RuntimeError, OSError) as exc:
+            log(f"distinct-sessions memory run failed: {exc}")
+            targets["distinct_sessions"] = {"error": str(exc)[:2000]}
     targets["final_memory"] = worker_memory(lab.ext_authz[0].pid)
     return targets
 

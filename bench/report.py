@@ -105,6 +105,7 @@ def _gateway_lines(report: dict[str, Any]) -> list[str]:
         f"{session['limit_bytes']} B | {session['memory_usage_bytes']} B (sealed record "
         f"{session['sealed_record_bytes']} B) | {_verdict(ok)} |"
     )
+    lines += _distinct_sessions_line(gateway)
     many = gateway.get("many_sessions")
     if many and "error" in many:
         lines.append(f"| Check req/s, many sessions vs 1 | | failed: {many['error'][:120]} | |")
@@ -119,6 +120,24 @@ def _gateway_lines(report: dict[str, Any]) -> list[str]:
             f"{many['seconds']} s) | {_verdict(ok)} |"
         )
     return lines
+
+
+def _distinct_sessions_line(gateway: dict[str, Any]) -> list[str]:
+    distinct = gateway.get("distinct_sessions")
+    if not distinct:
+        return []
+    title = "ext_authz RSS (1 worker) after N distinct sessions and N bogus cookies"
+    if "error" in distinct:
+        return [f"| {title} | | failed: {distinct['error'][:120]} | |"]
+    ok = distinct["rss_mib"] <= gateway["rss_limit_mib"]
+    return [
+        f"| {title.replace('N', format(distinct['sessions'], ','))} | ≤ "
+        f"{gateway['rss_limit_mib']} MiB | {distinct['rss_mib']} MiB (highest of: "
+        f"{distinct['after_valid']['rss_mib']} after the sessions, "
+        f"{distinct['after_bogus']['rss_mib']} after the bogus cookies, "
+        f"{distinct['idle']['rss_mib']} once the cache emptied; "
+        f"{distinct['at_start']['rss_mib']} at start) | {_verdict(ok)} |"
+    ]
 
 
 def chart(report: dict[str, Any], path: Path) -> None:

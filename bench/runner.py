@@ -100,6 +100,8 @@ def run(options: RunOptions) -> dict[str, Any]:
         ]
         if error := report.get("gateway", {}).get("many_sessions", {}).get("error"):
             failures.append(f"many-sessions comparison: {error}")
+        if error := report.get("gateway", {}).get("distinct_sessions", {}).get("error"):
+            failures.append(f"distinct-sessions memory: {error}")
         if failures:
             _show_log_tails(workdir)
             # Last, so that a CI log cut to its tail still says what went wrong.

@@ -63,7 +63,9 @@ def build_components(
     )
     sessions = CachedSessions(
         store,
-        SessionCache(cache_ttl, clock=cache_clock),
+        SessionCache(
+            cache_ttl, max_bytes=config.ext_authz.session_cache_max_bytes, clock=cache_clock
+        ),
         async_subscriber_client(config.redis),
         keyspace(config),
     )

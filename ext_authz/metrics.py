@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 CHECK_SECONDS = Histogram(
     "gateway_check_duration_seconds",
@@ -22,4 +22,16 @@ REFRESHES = Counter(
 )
 SESSION_CACHE = Counter(
     "gateway_session_cache_total", "Session lookups answered from memory or not.", ["result"]
+)
+# Summed over the live workers (prometheus multiprocess mode; one process: its own value).
+SESSION_CACHE_ENTRIES = Gauge(
+    "gateway_session_cache_entries",
+    "Sessions held in memory by the session cache.",
+    multiprocess_mode="livesum",
+)
+SESSION_CACHE_BYTES = Gauge(
+    "gateway_session_cache_bytes",
+    "Estimated memory of the sessions held by the session cache "
+    "(bounded by ext_authz.session_cache_max_bytes per worker).",
+    multiprocess_mode="livesum",
 )

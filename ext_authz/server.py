@@ -28,6 +28,7 @@ from ext_authz.components import Components, build_components, decision_parts
 from ext_authz.reporting import log_decisions
 from gateway.config import GatewayConfig
 from gateway.config.reload import reload_config
+from gateway.hangups import release_hangups
 from gateway.observability.metrics import serve_metrics
 
 logger = logging.getLogger(__name__)
@@ -139,13 +140,25 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     current = [config]
-    if load is not None:
-        loader = load
+    reload_due = [False]
 
-        def on_hangup() -> None:
-            current[0] = reload(running, current[0], loader)
+    def reload_now() -> None:
+        reload_due[0] = False  # a SIGHUP from here on asks for one more
+        if load is None:
+            logger.info("SIGHUP: no configuration file to reload")
+            return
+        current[0] = reload(running, current[0], load)
 
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    def on_hangup() -> None:
+        # One reload for every SIGHUP that came since the last one began: a storm of them
+        # must not queue a reload each and starve the checks (and Redis) of the loop.
+        if not reload_due[0]:
+            reload_due[0] = True
+            loop.call_soon(reload_now)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    # Held since the process began (gateway.hangups): one that came meanwhile reloads now.
+    release_hangups()
     await stopping.wait()
     logger.info("ext_authz stopping", extra={"grace_seconds": GRACE_SECONDS})
     await running.stop()

@@ -18,7 +18,10 @@ import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
+from prometheus_client import multiprocess
+
 from gateway.config import GatewayConfig
+from gateway.hangups import hangups_held, release_hangups
 from gateway.observability.metrics import serve_metrics
 
 ConfigLoader = Callable[[], GatewayConfig]
@@ -59,6 +62,13 @@ class Supervisor:
         self._stopping = False
 
     def _start(self, index: int) -> None:
+        # The worker begins with SIGHUP held (the blocked mask survives fork and exec) and
+        # lets it through once its handler is in: a reload sent while it imports waits
+        # for it instead of killing it. So does the resource tracker multiprocessing starts.
+        with hangups_held():
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
         process = self._context.Process(
             target=_worker_main,
             args=(self._config, self._endpoints[index], index, self._load),
@@ -90,6 +100,9 @@ class Supervisor:
         serve_metrics(self._config.ext_authz.metrics_listen, multiprocess_dir=metrics_dir)
         for index in range(len(self._endpoints)):
             self._start(index)
+        # Held since the process began (gateway.hangups), so that a SIGHUP before the
+        # handler above was installed is forwarded now rather than fatal.
+        release_hangups()
         while not self._stopping:
             time.sleep(0.2)
             for index, process in list(self._workers.items()):
@@ -98,6 +111,8 @@ class Supervisor:
                         "worker died; restarting",
                         extra={"worker": index, "exitcode": process.exitcode},
                     )
+                    if process.pid is not None:  # its gauges no longer count
+                        multiprocess.mark_process_dead(process.pid)
                     time.sleep(RESTART_DELAY_SECONDS)
                     self._start(index)
         return self._stop_all()

@@ -19,6 +19,7 @@ from dataclasses import asdict
 
 from gateway.config import MAX_DURATION_SECONDS, GatewayConfig, load_config, parse_config
 from gateway.errors import ConfigError, StoreUnavailable
+from gateway.hangups import hold_hangups, release_hangups
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 2, 3, 4, 5
 EXIT_LOGIN_FAILED, EXIT_INTERRUPTED = 6, 130
@@ -222,6 +223,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    # Held since main() began, and so in both children from their first instruction (they
+    # let it through once they can reload): one that came meanwhile is forwarded now.
+    release_hangups()
     while all(child.poll() is None for child in children):
         time.sleep(0.5)
     forward(signal.SIGTERM, None)  # one ended: stop the other too
@@ -333,8 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The servers reload on SIGHUP; until their handler is in, it is held (gateway.hangups).
+SERVER_COMMANDS = ("authz", "login", "run")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] and arguments[0] in SERVER_COMMANDS:
+        hold_hangups()  # first: a SIGHUP while this server starts must not be its end
+    args = build_parser().parse_args(arguments)
     try:
         return int(args.handler(args))
     except ConfigError as exc:

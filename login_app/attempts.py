@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -22,10 +23,12 @@ import redis
 
 from gateway.crypto import RecordCipher
 from gateway.errors import SessionInvalid
-from gateway.redis.clients import translate_redis_errors
+from gateway.redis.clients import is_wrong_type, translate_redis_errors
 from gateway.sessions.keyspace import Keyspace
 from gateway.sessions.model import Identity, TokenSet
 from login_app.errors import AttemptExpired, StateMismatch
+
+logger = logging.getLogger(__name__)
 
 ATTEMPT_TTL_SECONDS = 600
 _BINDING_BYTES = 32
@@ -183,10 +186,22 @@ class AttemptStore:
         digest = hashlib.sha256(binding_bytes(binding)).hexdigest()
         key = self._keys.login_rounds(digest, provider_id)
         with translate_redis_errors("counting logins"):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.set(key, 0, ex=window, nx=True)  # the window starts with the first round
-            pipe.incr(key)
-            _, count = pipe.execute()
+            for _ in range(2):
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.set(key, 0, ex=window, nx=True)  # the window starts with the first round
+                pipe.incr(key)
+                _, count = pipe.execute(raise_on_error=False)
+                if not isinstance(count, redis.ResponseError):
+                    break
+                if not is_wrong_type(count) and "not an integer" not in str(count):
+                    raise count
+                # Something not a counter of ours is there (another type, or text): this
+                # browser's logins would fail until it expired, if it ever does. A new
+                # window starts instead.
+                logger.warning("a login rounds counter held something else; starting over")
+                self._redis.delete(key)
+            else:
+                raise count
         return int(count)
 
     def finish(self, attempt: LoginAttempt) -> None:

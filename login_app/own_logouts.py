@@ -17,11 +17,14 @@ was taken is not in it, and a later logout of the same sid ends the spared ones 
 from __future__ import annotations
 
 import json
+import logging
 
 import redis
 
-from gateway.redis.clients import translate_redis_errors
+from gateway.redis.clients import is_wrong_type, translate_redis_errors
 from gateway.sessions.keyspace import Keyspace
+
+logger = logging.getLogger(__name__)
 
 # Long enough for a person on the provider's "log out?" confirmation page; past it the echo
 # ends everything, which is the safe side.
@@ -50,7 +53,15 @@ class OwnLogouts:
         """The lookup ids a back-channel logout of ``provider_session_id`` is to spare; each
         note is used once."""
         with translate_redis_errors("reading a logout note"):
-            raw = self._redis.getdel(self._key(provider_session_id))
+            try:
+                raw = self._redis.getdel(self._key(provider_session_id))
+            except redis.ResponseError as exc:
+                if not is_wrong_type(exc):
+                    raise
+                # Not a note of ours: spare nothing (the safe side), and let it go.
+                logger.warning("a logout note key held a value of the wrong type")
+                self._redis.delete(self._key(provider_session_id))
+                raw = None
         if raw is None:
             return frozenset()
         try:

@@ -144,7 +144,7 @@ def _kill_redis(target: FaultTarget) -> None:
 
 
 def _restart_redis(target: FaultTarget) -> None:
-    target.env.redis.restart()
+    target.env.redis.start_again()
     target.admin.connection_pool.disconnect()  # its connection died with the server
 
 

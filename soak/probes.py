@@ -13,7 +13,7 @@ from gateway.sessions.model import SessionCodec
 # Keys that expire by design soon after their job is done (login attempts, refresh locks,
 # replay guards, CLI-login records and rate counters); everything else must be accounted for.
 TRANSIENT_PREFIXES = ("lock", "login", "login-state", "logout-jti", "device")
-INDEX_PREFIXES = ("user", "sid")
+INDEX_PREFIXES = ("user", "sid", "s-dir")  # s-dir: the session directory's buckets
 
 
 def rss_kb(pid: int) -> int | None:

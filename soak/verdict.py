@@ -49,7 +49,8 @@ def key_accounting(
         return int(census["by_prefix"].get(category, {}).get("keys", 0))
 
     live_total = live.login_sessions + live.direct_sessions
-    allowed_indexes = {"user": live.subjects, "sid": live.login_sessions}
+    # A directory bucket holds at least one session not yet past its absolute expiry.
+    allowed_indexes = {"user": live.subjects, "sid": live.login_sessions, "s-dir": live_total}
     transient = {c: v["keys"] for c, v in by_prefix.items() if is_transient(c)}
     other = {
         c: v["keys"]

@@ -31,8 +31,9 @@ from gateway.config.values import (
     split_host_port,
 )
 
-# Connection options gateway.redis.clients sets from redis.timeout (fail fast, no retries, a
-# bounded pool). In the URL they would silently override those, or clash with them.
+# Connection options gateway.redis.clients sets from redis.timeout (fail fast: a timeout is
+# never retried, a dead pooled connection is replaced once; a bounded pool). In the URL they
+# would silently override those, or clash with them.
 _GATEWAY_REDIS_OPTIONS = frozenset(
     {"socket_timeout", "socket_connect_timeout", "timeout", "retry", "retry_on_timeout",
      "health_check_interval", "max_connections"}
@@ -281,6 +282,12 @@ class ExtAuthzSettings(_Model):
         description="How long a worker may answer from its in-memory copy of a session; "
         "changes reach every worker at once via pub/sub, this only bounds the worst case. "
         "0 turns the cache off.",
+    )
+    session_cache_max_bytes: int = Field(
+        2 * 1024 * 1024,
+        gt=0,
+        description="Memory each worker's session cache may take (estimated per session from "
+        "its tokens' sizes, about 4 KiB with three providers); the oldest entries go first.",
     )
 
     @field_validator("allowed_origins")

@@ -1,9 +1,28 @@
 """Redis clients built from the config, and the one place Redis errors become ours.
 
 One set of rules for the three modes (standalone, sentinel, cluster): every command times out
-after ``redis.timeout``, connection pools are bounded, and clients never retry on their own:
-a retry inside the client would outlive Envoy's ext_authz timeout, and a fast 503 is better.
-A paused or unreachable Redis surfaces as :class:`StoreUnavailable` and the caller answers 503.
+after ``redis.timeout``, connection pools are bounded, and a command is never retried after a
+timeout: a paused Redis would make each retry wait again and outlive Envoy's ext_authz
+timeout, and a fast 503 is better. A paused or unreachable Redis surfaces as
+:class:`StoreUnavailable` and the caller answers 503.
+
+A command that fails with a *connection* error is sent once more, on a new connection
+(:func:`_retry_once`; standalone and sentinel). That is what a pooled socket gives after
+Redis restarted or dropped it (EOF, reset), and what a restarted Redis answers while it loads
+(LOADING): without the retry every request that drew such a socket got a 503. It costs no
+waiting when Redis is really gone (a refused connection fails at once; an unanswered one
+times out, and timeouts are not retried), so a command still takes at most about three
+timeouts (the failed send, connect, the command) before it fails. Sending twice is safe for
+what the gateway does: reads, SET/PEXPIRE/DEL/HSET/HDEL and PUBLISH end in the same state
+when applied twice, and the lock scripts (gateway.sessions.refresh_lock) accept their own
+owner's lock. The few commands that are not idempotent fail towards caution when the first
+send did arrive and only its reply was lost: a rate-limit or login-loop counter
+(INCR) counts one request twice, and a login state taken with GETDEL is gone for the retry
+(that callback is refused and the user starts the login again; it would have been a 503).
+A WATCHed transaction is never resent: redis-py turns the lost connection into WatchError
+and the store re-reads the record (gateway.sessions.store). The pub/sub subscriber does not
+retry at all: a silent reconnect would hide the invalidations missed meanwhile
+(gateway.sessions.changes notices the lost subscription and stops trusting its cache).
 
 What each mode still does for us, because it costs a round trip and no waiting:
 
@@ -39,6 +58,7 @@ import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
@@ -95,6 +115,15 @@ class _BlockingSentinelPool(
 ):
     """The sentinel pool, waiting for a free connection (up to its timeout) like
     :func:`async_client`'s pool instead of failing at once when all are busy."""
+
+
+def _retry_once() -> Retry:
+    """Send a command once more after a connection error, at once; never after a timeout."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+def _async_retry_once() -> AsyncRetry:
+    return AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 def _timeouts(settings: RedisSettings) -> dict[str, Any]:
@@ -154,7 +183,7 @@ def sync_client(settings: RedisSettings) -> redis.Redis:
         client = sentinel.master_for(
             settings.sentinel.master_name,
             connection_pool_class=_FollowingSentinelPool,
-            retry=Retry(NoBackoff(), 0),
+            retry=_retry_once(),
             max_connections=MAX_CONNECTIONS,
             **_options(settings),
             **_url_credentials(settings),
@@ -176,7 +205,7 @@ def sync_client(settings: RedisSettings) -> redis.Redis:
         return cast(redis.Redis, cluster)
     return redis.Redis.from_url(
         settings.url,
-        retry=Retry(NoBackoff(), 0),
+        retry=_retry_once(),
         max_connections=MAX_CONNECTIONS,
         **_options(settings),
     )
@@ -193,6 +222,7 @@ def async_client(settings: RedisSettings) -> redis.asyncio.Redis:
         return _async_sentinel_master(
             settings,
             connection_pool_class=_BlockingSentinelPool,
+            retry=_async_retry_once(),
             max_connections=MAX_CONNECTIONS,
             timeout=settings.timeout,
             **_options(settings),
@@ -203,7 +233,7 @@ def async_client(settings: RedisSettings) -> redis.asyncio.Redis:
         settings.url,
         max_connections=MAX_CONNECTIONS,
         timeout=settings.timeout,
-        retry=AsyncRetry(NoBackoff(), 0),
+        retry=_async_retry_once(),
         **_options(settings),
     )
     return redis.asyncio.Redis(connection_pool=pool)
@@ -216,9 +246,9 @@ def _async_sentinel_master(settings: RedisSettings, **options: Any) -> redis.asy
         settings.sentinel_addresses(),
         sentinel_kwargs={**_sentinel_options(settings), "retry": AsyncRetry(NoBackoff(), 0)},
     )
+    options.setdefault("retry", AsyncRetry(NoBackoff(), 0))
     client = sentinel.master_for(
         settings.sentinel.master_name,
-        retry=AsyncRetry(NoBackoff(), 0),
         **options,
         **_url_credentials(settings),
     )
@@ -249,6 +279,13 @@ def translate_redis_errors(action: str) -> Iterator[None]:
             yield
     except REDIS_FAILURES as exc:
         raise StoreUnavailable(f"redis unavailable while {action}: {type(exc).__name__}") from exc
+
+
+def is_wrong_type(error: object) -> bool:
+    """True for Redis's WRONGTYPE reply: one of our keys holds another type of value (an
+    operator's mistake, a restore, an old bug). Callers treat such a key as holding nothing
+    of ours; translated like other failures it would be a 503 for as long as it stays."""
+    return isinstance(error, redis.ResponseError) and str(error).startswith("WRONGTYPE")
 
 
 def is_cluster(client: object) -> bool:

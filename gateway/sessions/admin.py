@@ -9,14 +9,18 @@ replica.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
 
 from gateway.redis.clients import is_cluster, reply_text, translate_redis_errors
+from gateway.sessions.indexes import IndexEntry
 from gateway.sessions.keyspace import Keyspace
-from gateway.sessions.store import SessionStore, read_index_entry
+from gateway.sessions.store import SessionStore
+
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -44,16 +48,16 @@ class SessionAdmin:
             yield reply_text(key)
 
     def _summaries(self, index: str) -> list[SessionSummary]:
-        entries = []
-        for raw_id, raw_entry in self._redis.hgetall(index).items():
-            entry = read_index_entry(raw_entry)
-            if entry is not None:  # a damaged index entry is skipped, never fatal
-                entries.append((reply_text(raw_id), entry))
+        entries = list(self._store.indexes.entries(index, "user index").items())
+        return sorted(self._with_state(entries), key=lambda s: s.created_at)
+
+    def _with_state(self, entries: list[tuple[str, IndexEntry]]) -> list[SessionSummary]:
+        """Summaries of index entries, each marked active when its record still exists."""
         pipe = self._redis.pipeline(transaction=False)
         for lookup_id, _ in entries:
             pipe.exists(self._keys.session_record(lookup_id))
-        alive = pipe.execute()
-        summaries = [
+        alive = pipe.execute() if entries else []
+        return [
             SessionSummary(
                 lookup_id=lookup_id,
                 subject=entry.subject,
@@ -64,7 +68,6 @@ class SessionAdmin:
             )
             for (lookup_id, entry), exists in zip(entries, alive, strict=True)
         ]
-        return sorted(summaries, key=lambda s: s.created_at)
 
     def list_sessions(self, subject: str | None = None) -> list[SessionSummary]:
         """A user's sessions, or everyone's."""
@@ -84,16 +87,33 @@ class SessionAdmin:
         """End the one session whose lookup id starts with the prefix (at least 8 chars).
 
         Returns it, or None when no session matches. Raises ValueError when several do.
+        The session directory names it (one small hash, whatever the number of sessions);
+        only a session saved before the directory existed is looked for in every index.
         """
         if len(lookup_id_prefix) < 8:
             raise ValueError("give at least 8 characters of the session id")
-        matches = [
-            s for s in self.list_sessions() if s.lookup_id.startswith(lookup_id_prefix.lower())
-        ]
-        if len(matches) > 1:
-            raise ValueError(f"{len(matches)} sessions start with {lookup_id_prefix!r}")
-        if not matches:
+        prefix = lookup_id_prefix.lower()
+        if not _HEX.fullmatch(prefix):
+            return None  # lookup ids are hex digests: nothing else names one
+        matches = self._store.sessions_in_directory(prefix)
+        with translate_redis_errors("revoking a session"):
+            found = self._with_state(list(matches.items()))
+            if not found and self._record_outside_directory(prefix):
+                found = [s for s in self.list_sessions() if s.lookup_id.startswith(prefix)]
+        if len(found) > 1:
+            raise ValueError(f"{len(found)} sessions start with {lookup_id_prefix!r}")
+        if not found:
             return None
-        found = matches[0]
-        self._store.delete_by_lookup_id(found.lookup_id, found.subject)
-        return found
+        self._store.delete_by_lookup_id(found[0].lookup_id, found[0].subject)
+        return found[0]
+
+    def _record_outside_directory(self, prefix: str) -> bool:
+        """Whether a session record's lookup id starts with ``prefix`` (which the directory
+        does not name). SCAN matches on the server, so no session is read: it is how the
+        sessions saved by a version without the directory are still found, for as long as
+        they last (at most session.absolute_lifetime after the upgrade)."""
+        where = {"target_nodes": redis.RedisCluster.PRIMARIES} if is_cluster(self._redis) else {}
+        pattern = self._keys.session_records_starting(prefix)
+        for _ in self._redis.scan_iter(match=pattern, count=1000, **where):
+            return True
+        return False

@@ -93,7 +93,9 @@ class SessionCredential:
 
 
 _PARSED: dict[str, SessionCredential] = {}
-_PARSED_MAX = 50_000
+# About 600 bytes an entry: a worker's memory must not grow with the sessions it has seen,
+# and a parse it misses costs microseconds (the session cache keeps the hot sessions).
+_PARSED_MAX = 1024
 
 
 def looks_like_credential(text: str) -> bool:

@@ -14,6 +14,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+# 16**4 directory buckets: a few entries each at a million sessions, and still only 65,536
+# small keys at most.
+DIRECTORY_DIGITS = 4
+
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -34,6 +38,17 @@ class Keyspace:
     def session_records_pattern(self) -> str:
         """SCAN pattern matching every session record."""
         return f"{self.prefix}s:*"
+
+    def session_directory(self, lookup_id: str) -> str:
+        """Hash of the sessions whose lookup ids start with the same
+        :data:`DIRECTORY_DIGITS` hex digits (operators revoke one session by a prefix of
+        its id); any longer prefix names the same bucket."""
+        return f"{self.prefix}s-dir:{{{lookup_id[:DIRECTORY_DIGITS]}}}"
+
+    def session_records_starting(self, hex_prefix: str) -> str:
+        """SCAN pattern matching the records whose lookup ids start with ``hex_prefix``
+        (hex digits only, so nothing in it is a glob character)."""
+        return f"{self.prefix}s:{{{hex_prefix}*"
 
     def refresh_lock(self, lookup_id: str, provider_id: str) -> str:
         """The lock that lets one process at a time refresh one provider's tokens; in the

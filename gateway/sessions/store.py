@@ -10,11 +10,9 @@ session costs one write per ``idle_timeout / 10`` rather than one per request.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis
@@ -22,9 +20,10 @@ import redis.asyncio
 
 from gateway.config import SessionSettings
 from gateway.errors import StoreUnavailable
-from gateway.redis.clients import keep_current, reply_text, translate_redis_errors
+from gateway.redis.clients import is_wrong_type, keep_current, translate_redis_errors
 from gateway.sessions.changes import publish_change, publish_changes
 from gateway.sessions.credentials import SessionCredential
+from gateway.sessions.indexes import IndexEntry, SessionIndexes, warn_wrong_type
 from gateway.sessions.interface import AsyncSessions, SyncSessions
 from gateway.sessions.model import Identity, Session, SessionCodec, TokenSet
 from gateway.sessions.refresh_lock import RefreshLock
@@ -91,6 +90,12 @@ class SessionStore:
         self._settings = settings
         self._keys = codec.keys
         self._clock = clock
+        self._indexes = SessionIndexes(client, codec.keys)
+
+    @property
+    def indexes(self) -> SessionIndexes:
+        """The indexes beside the records (operators list sessions from them)."""
+        return self._indexes
 
     def create(
         self,
@@ -110,91 +115,76 @@ class SessionStore:
         return credential, session
 
     def save(self, credential: SessionCredential, session: Session) -> None:
-        """Store the session and add it to its user's and IdP session's indexes."""
+        """Store the session and add it to its indexes (see gateway.sessions.indexes)."""
         sealed = self._codec.encode(credential, session)
         now = self._clock()
         ttl = ttl_ms_for(session, self._settings, now)
-        # No session outlives absolute_lifetime, so neither need its index entries.
-        index_ttl = int(self._settings.absolute_lifetime * 1000)
         with translate_redis_errors("saving a session"):
             # The record and its index entries live in different hash slots (different nodes
             # of a cluster), so they cannot be one transaction; they are written in this order
             # instead. Failing in between leaves a record whose credential was never handed
             # out (save raised) and that expires on its own; never a handed-out session
-            # missing from the index that "log out everywhere" works from.
+            # missing from the index that "log out everywhere" works from. (SET replaces a
+            # value of any type: a damaged record key is simply overwritten.)
             self._redis.set(self._codec.record_key(credential), sealed, px=ttl)
-            pipe = self._redis.pipeline(transaction=False)
-            summary = index_entry(session)
-            for index in self._index_keys(session):
-                pipe.hset(index, credential.lookup_id, summary)
-                pipe.pexpire(index, index_ttl)
-            pipe.execute()
+            self._indexes.add(credential.lookup_id, session, now)
             publish_changes(self._redis, self._keys, [credential.lookup_id])
-            for index in self._index_keys(session):
-                self._prune(index, now)
-
-    def _prune(self, index: str, now: float) -> None:
-        """Drop entries of sessions past their absolute expiry: each save re-arms the
-        index's TTL, so without this an active user's index would only ever grow."""
-        expired = []
-        for lookup_id, raw_entry in self._redis.hgetall(index).items():
-            entry = read_index_entry(raw_entry)
-            if entry is None or entry.expires_at <= now:  # a damaged entry helps nobody
-                expired.append(lookup_id)
-        if expired:
-            self._redis.hdel(index, *expired)
-
-    def _index_keys(self, session: Session) -> list[str]:
-        keys = [self._keys.user_index(session.identity.subject)]
-        if session.identity.provider_session_id:
-            keys.append(self._keys.provider_session_index(session.identity.provider_session_id))
-        return keys
 
     def load(self, credential: SessionCredential) -> Session | None:
         with translate_redis_errors("loading a session"):
-            sealed = self._redis.get(self._codec.record_key(credential))
+            try:
+                sealed = self._redis.get(self._codec.record_key(credential))
+            except redis.ResponseError as exc:
+                _tolerate_wrong_type(exc)
+                sealed = None
         return _live(self._codec, credential, sealed, self._clock())
 
     def delete(self, credential: SessionCredential, session: Session | None = None) -> bool:
         """Delete one session (and its index entries when the session is known)."""
         with translate_redis_errors("deleting a session"):
-            # The record first: deleting it is what ends the session. Index entries are in
-            # other hash slots; one left behind by a failure below only names a session that
-            # no longer exists.
+            # The record first: deleting it is what ends the session (DEL removes a value of
+            # any type). Index entries are in other hash slots; one left behind by a failure
+            # below only names a session that no longer exists.
             deleted = self._redis.delete(self._codec.record_key(credential))
             if session is not None:
-                pipe = self._redis.pipeline(transaction=False)
-                for index in self._index_keys(session):
-                    pipe.hdel(index, credential.lookup_id)
-                pipe.execute()
+                indexes = self._indexes.of_session(credential.lookup_id, session)
+                self._indexes.remove([credential.lookup_id], indexes)
             publish_changes(self._redis, self._keys, [credential.lookup_id])
             return bool(deleted)
 
     def lookup_ids_of_user(self, subject: str) -> list[str]:
         with translate_redis_errors("reading a user's sessions"):
-            keys = self._redis.hkeys(self._keys.user_index(subject))
-        return sorted(reply_text(key) for key in keys)
+            found = self._indexes.lookup_ids(self._keys.user_index(subject), "user index")
+        return sorted(found)
 
     def delete_user_sessions(self, subject: str) -> int:
         """End every session of a user; returns how many records existed."""
         with translate_redis_errors("deleting indexed sessions"):
-            return self._end_indexed(self._keys.user_index(subject))
+            return self._end_indexed(self._keys.user_index(subject), "user index")
 
     def delete_by_lookup_id(self, lookup_id: str, subject: str) -> bool:
         """End one session known only by its lookup id and user (the operator CLI: records
         are sealed with a secret only their owner holds); True when it still existed."""
         with translate_redis_errors("revoking a session"):
-            # The record, then its index entry (another hash slot): see _end_indexed.
+            # The record, then its index entries (other hash slots): see _end_indexed.
             deleted = self._redis.delete(self._keys.session_record(lookup_id))
-            self._redis.hdel(self._keys.user_index(subject), lookup_id)
+            self._indexes.remove([lookup_id], [(self._keys.user_index(subject), "user index")])
+            self._indexes.remove_from_directory([lookup_id])
             publish_changes(self._redis, self._keys, [lookup_id])
         return bool(deleted)
+
+    def sessions_in_directory(self, lookup_id_prefix: str) -> dict[str, IndexEntry]:
+        """The sessions whose lookup id starts with the prefix (lower-case hex, at least
+        ``keyspace.DIRECTORY_DIGITS`` long), by lookup id, as the directory has them: one
+        small hash read, however many sessions there are."""
+        with translate_redis_errors("looking up a session"):
+            return self._indexes.in_directory(lookup_id_prefix)
 
     def lookup_ids_of_provider_session(self, provider_session_id: str) -> list[str]:
         index = self._keys.provider_session_index(provider_session_id)
         with translate_redis_errors("reading a provider session's sessions"):
-            keys = self._redis.hkeys(index)
-        return sorted(reply_text(key) for key in keys)
+            found = self._indexes.lookup_ids(index, "provider session index")
+        return sorted(found)
 
     def delete_provider_session(
         self, provider_session_id: str, keep: frozenset[str] = frozenset()
@@ -203,9 +193,9 @@ class SessionStore:
         except those whose lookup ids are in ``keep``."""
         index = self._keys.provider_session_index(provider_session_id)
         with translate_redis_errors("deleting indexed sessions"):
-            return self._end_indexed(index, keep)
+            return self._end_indexed(index, "provider session index", keep)
 
-    def _end_indexed(self, index: str, keep: frozenset[str] = frozenset()) -> int:
+    def _end_indexed(self, index: str, kind: str, keep: frozenset[str] = frozenset()) -> int:
         """End every session ``index`` names but those in ``keep``; returns how many records
         existed.
 
@@ -213,20 +203,19 @@ class SessionStore:
         none is atomic with the index. So every record is deleted before any index entry goes:
         a failure part-way leaves sessions that are still indexed and can be ended again, never
         a live session missing from its index. Only the entries read are removed (not the whole
-        index), so a session added meanwhile stays indexed.
+        index), so a session added meanwhile stays indexed. An index of the wrong type names
+        nobody and is deleted.
         """
-        lookup_ids = [
-            lookup_id
-            for lookup_id in (reply_text(field) for field in self._redis.hkeys(index))
-            if lookup_id not in keep
-        ]
+        found = self._indexes.lookup_ids(index, kind, delete_damaged=True)
+        lookup_ids = [lookup_id for lookup_id in found if lookup_id not in keep]
         if not lookup_ids:
             return 0
         pipe = self._redis.pipeline(transaction=False)
         for lookup_id in lookup_ids:
             pipe.delete(self._keys.session_record(lookup_id))
         existed = sum(int(n) for n in pipe.execute())
-        self._redis.hdel(index, *lookup_ids)
+        self._indexes.remove(lookup_ids, [(index, kind)])
+        self._indexes.remove_from_directory(lookup_ids)
         publish_changes(self._redis, self._keys, lookup_ids)
         return existed
 
@@ -253,7 +242,12 @@ class AsyncSessionStore:
             pipe = self._redis.pipeline(transaction=False)
             pipe.get(key)
             pipe.pttl(key)
-            sealed, remaining_ms = await pipe.execute()
+            sealed, remaining_ms = await pipe.execute(raise_on_error=False)
+            if isinstance(remaining_ms, Exception):
+                raise remaining_ms
+            if isinstance(sealed, redis.ResponseError):
+                _tolerate_wrong_type(sealed)
+                sealed = None
         now = self._clock()
         session = _live(self._codec, credential, sealed, now)
         if session is None:
@@ -272,7 +266,11 @@ class AsyncSessionStore:
     async def reload(self, credential: SessionCredential) -> Session | None:
         """The session as Redis has it now (no idle slide): used around refreshes."""
         with translate_redis_errors("reloading a session"):
-            sealed = await self._redis.get(self._codec.record_key(credential))
+            try:
+                sealed = await self._redis.get(self._codec.record_key(credential))
+            except redis.ResponseError as exc:
+                _tolerate_wrong_type(exc)
+                sealed = None
         return _live(self._codec, credential, sealed, self._clock())
 
     async def replace_tokens(
@@ -300,7 +298,11 @@ class AsyncSessionStore:
                 async with self._redis.pipeline(transaction=True) as pipe:
                     try:
                         await pipe.watch(key)
-                        sealed = await pipe.get(key)
+                        try:
+                            sealed = await pipe.get(key)
+                        except redis.ResponseError as exc:
+                            _tolerate_wrong_type(exc)
+                            sealed = None
                         if sealed is None:
                             return None
                         current = self._codec.decode(credential, _raw(sealed))
@@ -336,50 +338,12 @@ class AsyncSessionStore:
         await self._redis.aclose()
 
 
-def index_entry(session: Session) -> str:
-    """What an index keeps about a session: enough for operators to list it, no secret."""
-    return json.dumps(
-        {
-            "subject": session.identity.subject,
-            "created_at": session.created_at,
-            "expires_at": session.expires_at,
-            "providers": sorted(session.tokens),
-        },
-        separators=(",", ":"),
-    )
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """An index entry as :func:`index_entry` writes it."""
-
-    subject: str
-    created_at: int
-    expires_at: int
-    providers: tuple[str, ...]
-
-
-# Past the year 9999 no session expires, and time.gmtime() may refuse the value.
-_LAST_SECOND = 253_402_300_799
-
-
-def read_index_entry(raw: bytes | str) -> IndexEntry | None:
-    """The entry :func:`index_entry` wrote; None for anything else (damaged data in Redis is
-    pruned or skipped, never fatal)."""
-    try:
-        data = json.loads(raw)
-        subject, providers = data["subject"], data.get("providers", [])
-        times = (data["created_at"], data["expires_at"])
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return None
-    if not (
-        isinstance(subject, str)
-        and all(type(t) is int and 0 <= t <= _LAST_SECOND for t in times)
-        and isinstance(providers, list)
-        and all(isinstance(p, str) for p in providers)
-    ):
-        return None
-    return IndexEntry(subject, times[0], times[1], tuple(providers))
+def _tolerate_wrong_type(exc: redis.ResponseError) -> None:
+    """Return (the record reads as missing) when the record key held another type of value;
+    raise any other error."""
+    if not is_wrong_type(exc):
+        raise exc
+    warn_wrong_type("session record")
 
 
 def _live(

@@ -76,6 +76,10 @@ def test_the_gateway_targets_are_measured(report: dict[str, Any]) -> None:
     many = report["gateway"]["many_sessions"]
     assert many["sessions_added"] == 1000
     assert many["rps_one_session"] > 0 and many["rps_many_sessions"] > 0
+    distinct = report["gateway"]["distinct_sessions"]
+    assert distinct["valid_checks"]["checks"] == distinct["bogus_checks"]["checks"] == 1000
+    assert distinct["rss_mib"] >= distinct["at_start"]["rss_mib"] > 0
+    assert distinct["cache_after_valid"]["entries"] > 0  # the cache was on and reporting
 
 
 def test_the_markdown_table_has_a_row_per_scenario(bench_results: Path) -> None:

@@ -102,3 +102,80 @@ def test_the_next_save_prunes_damaged_entries_from_the_index(config: GatewayConf
     index = damage_index(config, "erin")
     good = save_session(config, "erin")
     assert set(sync_client(config.redis).hkeys(index)) == {good.lookup_id.encode(), ODD_NAME}
+
+
+def expired_entries(count: int) -> dict[str, str]:
+    entry = json.dumps({"subject": "erin", "created_at": 1, "expires_at": 2})
+    return {secrets.token_hex(32): entry for _ in range(count)}
+
+
+def test_logins_prune_an_index_full_of_expired_entries_a_sample_at_a_time(
+    config: GatewayConfig,
+) -> None:
+    """Each save looks at a bounded sample (it never re-reads the whole index), yet the
+    expired entries go far faster than saves add new ones."""
+    client = sync_client(config.redis)
+    index = keyspace(config).user_index("erin")
+    client.hset(index, mapping=expired_entries(400))  # type: ignore[arg-type]
+    saved = [save_session(config, "erin").lookup_id for _ in range(100)]
+    remaining = {reply.decode() for reply in client.hkeys(index)}
+    assert set(saved) <= remaining  # live sessions are never pruned
+    # 100 saves sample 1,600 entries: of 400 expired ones, a few at most are left.
+    assert len(remaining - set(saved)) < 100
+
+
+def test_operators_revoke_one_session_by_its_listed_prefix(config: GatewayConfig) -> None:
+    kept, ended = save_session(config, "erin"), save_session(config, "erin")
+    admin = session_admin(config)
+    revoked = admin.revoke_session(ended.lookup_id[:16].upper())
+    assert revoked is not None and revoked.lookup_id == ended.lookup_id
+    assert revoked.subject == "erin" and revoked.active
+    assert sync_store(config).load(ended) is None and sync_store(config).load(kept) is not None
+    assert sync_store(config).lookup_ids_of_user("erin") == [kept.lookup_id]
+    assert admin.revoke_session(ended.lookup_id[:16]) is None  # gone from the directory too
+    assert admin.revoke_session("not-hex-" + "x" * 8) is None
+
+
+def test_a_session_saved_before_the_directory_existed_is_still_revoked_by_prefix(
+    config: GatewayConfig,
+) -> None:
+    old = save_session(config, "erin")
+    client = sync_client(config.redis)
+    client.hdel(keyspace(config).session_directory(old.lookup_id), old.lookup_id)
+    revoked = session_admin(config).revoke_session(old.lookup_id[:12])
+    assert revoked is not None and revoked.subject == "erin"
+    assert sync_store(config).load(old) is None
+
+
+def test_a_damaged_directory_bucket_stops_neither_a_login_nor_a_revoke(
+    config: GatewayConfig,
+) -> None:
+    credential = SessionCredential.generate()
+    client = sync_client(config.redis)
+    bucket = keyspace(config).session_directory(credential.lookup_id)
+    client.rpush(bucket, "not a hash")
+    now = int(time.time())
+    sync_store(config).save(credential, Session(Identity("erin"), now, now + 3600))
+    assert client.type(bucket) == b"hash"
+    client.delete(bucket)
+    client.rpush(bucket, "not a hash")
+    # Not in the (damaged) directory: found by its record, as a session from before it.
+    revoked = session_admin(config).revoke_session(credential.lookup_id[:16])
+    assert revoked is not None and sync_store(config).load(credential) is None
+
+
+def test_an_index_lives_as_long_as_its_longest_lived_session_and_no_longer(
+    config: GatewayConfig,
+) -> None:
+    client = sync_client(config.redis)
+    store, now = sync_store(config), int(time.time())
+    short = SessionCredential.generate()
+    store.save(short, Session(Identity("erin"), now, now + 60))
+    index = keyspace(config).user_index("erin")
+    assert 0 < client.pttl(index) <= 60_000
+    assert 0 < client.pttl(keyspace(config).session_directory(short.lookup_id)) <= 60_000
+    long_lived = save_session(config, "erin")  # an hour
+    assert client.pttl(index) > 3_000_000
+    store.save(short, Session(Identity("erin"), now, now + 60))  # a later, shorter write ...
+    assert client.pttl(index) > 3_000_000  # ... never cuts the longer session's entry short
+    assert long_lived.lookup_id in store.lookup_ids_of_user("erin")

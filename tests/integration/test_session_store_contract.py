@@ -336,6 +336,34 @@ def test_a_refresh_lock_whose_holder_vanished_is_free_once_its_lease_ends(stores
     assert time.monotonic() - taken_at >= lease_ms / 1000 * 0.8  # not before, either
 
 
+def test_a_refresh_lock_left_without_a_lease_blocks_for_one_lease_at_most(stores):
+    lease_ms = 300
+    client = sync_client(stores.config.redis)
+    for holder in ("a-lock-someone-persisted", None):
+        wanting = stores.aio.refresh_lock("session-3", "primary", lease_ms)
+        if holder is None:  # not even a string: an operator's mistake
+            client.hset(wanting.key, "owner", "x")
+        else:
+            client.set(wanting.key, holder)  # no TTL
+        assert stores.run(wanting.acquire()) is False  # held, but now for one lease only
+        assert 0 < client.pttl(wanting.key) <= lease_ms
+        taken_at = time.monotonic()
+        while not stores.run(wanting.acquire()):  # Redis's timer, bounded generously
+            assert time.monotonic() - taken_at < 30, "the lock without a lease blocked for good"
+            time.sleep(0.02)
+        assert client.get(wanting.key) == wanting.owner.encode()
+        stores.run(wanting.release())
+
+
+def test_a_resent_acquire_of_its_own_lock_still_holds_it(stores):
+    """A connection lost after Redis took the lock but before its reply came back: the
+    client sends the acquire again, which finds the owner's own token."""
+    lock = stores.aio.refresh_lock("session-4", "primary", 60_000)
+    assert stores.run(lock.acquire()) is True
+    assert stores.run(lock.acquire()) is True
+    assert stores.run(stores.aio.refresh_lock("session-4", "primary", 60_000).acquire()) is False
+
+
 # -- the change feed ------------------------------------------------------------------------------
 
 

@@ -113,6 +113,22 @@ def test_many_requests_at_expiry_across_two_replicas_cause_exactly_one_refresh(s
     assert stack.idps["primary"].stats()["refreshes"] == 2
 
 
+def test_a_refresh_lock_without_a_ttl_delays_the_refresh_by_one_lease_at_most(stack, logged_in):
+    _, credential = logged_in
+    age_token(stack, credential, "primary", expires_in=-1)  # already expired
+    lock = keyspace(stack.config).refresh_lock(credential.lookup_id, "primary")
+    sync_client(stack.config.redis).set(lock, "persisted-by-an-operator")  # no TTL at all
+
+    lease = stack.config.tokens.refresh_lock_lease
+    started = time.monotonic()
+    # 503s (never a logout) while the lock is held, then the refresh; generous for a busy box.
+    while (answer := check(stack.workers[0].address, cookie(stack, credential))).status.code:
+        assert answer.denied_response.status.code == 503
+        assert time.monotonic() - started < lease + 20, "the lock without a TTL blocked for good"
+        time.sleep(0.1)
+    assert injected(answer) == f"Bearer {stored(stack, credential).tokens['primary'].access_token}"
+
+
 def test_a_crashed_lock_holder_blocks_the_session_no_longer_than_the_lease(stack, logged_in):
     _, credential = logged_in
     age_token(stack, credential, "primary", expires_in=-1)  # already expired

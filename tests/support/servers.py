@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import redis
 import yaml
 
 from devtools.processes import (
@@ -58,9 +59,21 @@ class RedisServer:
         assert self._process.process is not None
         self._process.process.wait(timeout)
 
-    def restart(self, timeout: float = 30.0) -> None:
-        """Start again on the same port and directory (loading what it persisted)."""
+    def start_again(self, timeout: float = 30.0) -> None:
+        """After :meth:`kill`: start on the same port and directory (loading what it had
+        persisted, nothing more)."""
         self._process.start(lambda: port_open(self.port), timeout=timeout)
+
+    def restart(self) -> None:
+        """Stop and start the server on the same port with the same data (an RDB snapshot
+        taken just before): every connection a client had pooled is now dead."""
+        client = redis.Redis.from_url(self.url, socket_timeout=10)
+        try:
+            client.save()
+        finally:
+            client.close()
+        self._process.stop()
+        self._process.start(lambda: port_open(self.port))
 
     def stop(self) -> None:
         self._process.stop()

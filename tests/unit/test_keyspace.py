@@ -16,6 +16,8 @@ ALICE = "2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90"  # sh
     [
         (KEYS.session_record("ab12"), "gw:s:{ab12}"),
         (KEYS.session_records_pattern(), "gw:s:*"),
+        (KEYS.session_records_starting("ab12cd"), "gw:s:{ab12cd*"),
+        (KEYS.session_directory("ab12cd34"), "gw:s-dir:{ab12}"),
         (KEYS.refresh_lock("ab12", "primary"), "gw:lock:{ab12}:primary"),
         (KEYS.user_index("alice"), f"gw:user:{{{ALICE}}}"),
         (KEYS.user_index_pattern(), "gw:user:*"),

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Lowest first. A name stands for that module and everything below it.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"gateway.errors", "gateway.proto", "gateway.crypto"}),
+    frozenset({"gateway.errors", "gateway.proto", "gateway.crypto", "gateway.hangups"}),
     frozenset({"gateway.config"}),
     frozenset({"gateway.observability"}),
     frozenset({"gateway.redis"}),
