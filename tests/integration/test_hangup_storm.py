@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from devtools.processes import ManagedProcess, free_ports, port_open
-from tests.support.checks import check, wait_until_serving
+from tests.support.checks import check, wait_until_feed_serving
 from tests.support.servers import EchoBackend, RedisServer, base_config, gateway_env, write_config
 
 pytestmark = pytest.mark.integration
@@ -157,7 +157,7 @@ def test_ext_authz_workers_take_a_hangup_storm_from_their_start_as_reloads(
         with storm:
             authz.start(lambda: all(port_open(first + i) for i in range(workers)), timeout=60)
             for address in addresses:
-                wait_until_serving(address, timeout=60)
+                wait_until_feed_serving(address, timeout=60)
             assert {late_route_status(address) for address in addresses} != {0}
             raw_config["routes"].append(LATE_ROUTE)
             write_config(config_path, raw_config)
@@ -193,7 +193,7 @@ def test_gateway_run_and_its_servers_take_a_hangup_storm_from_their_start_as_rel
     try:
         with storm:
             run.start(both_listen, timeout=60)
-            wait_until_serving(authz_address, timeout=60)
+            wait_until_feed_serving(authz_address, timeout=60)
             children = descendants(run.pid)
             health = requests.get(f"http://{login_address}/auth/health", timeout=10)
             assert health.status_code == 200

@@ -15,7 +15,7 @@ from gateway.config import GatewayConfig, load_config
 from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import sync_store
 from gateway.sessions.model import Identity, TokenSet
-from tests.support.checks import check, wait_until_serving
+from tests.support.checks import check, wait_until_feed_serving
 from tests.support.metrics import metrics, sample
 from tests.support.servers import EchoBackend, RedisServer, base_config, gateway_env, write_config
 
@@ -43,7 +43,7 @@ def supervised(
     ).start(lambda: all(port_open(first + i) for i in range(WORKERS)))
     addresses = [f"127.0.0.1:{first + i}" for i in range(WORKERS)]
     for address in addresses:
-        wait_until_serving(address)  # the cache is on only once the change feed is
+        wait_until_feed_serving(address)  # the cache is on only once the change feed is
     yield load_config(config_path, gateway_env()), addresses
     authz.stop()
 
