@@ -123,4 +123,10 @@ class Authorizer:
                 logger.exception("refresh failed unexpectedly")
                 refresh_failed = True
             now = self._clock()
+            fresh = session.tokens.get(provider_id) if session is not None else None
+            if fresh is not None and fresh.expired_at(now):
+                # Expiry counts from when the refresh was sent, so a provider that answered
+                # later than the token lives gives one already expired: a reason to retry
+                # (503, the next check refreshes again), not to send the user to log in.
+                refresh_failed = True
         return self._decider.complete(step, session, failure, now, refresh_failed=refresh_failed)

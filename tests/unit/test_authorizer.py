@@ -26,12 +26,16 @@ class FakeSessionSource:
     def __init__(self, outcome: Session | BaseException | None = None) -> None:
         self.outcome = outcome
         self.loaded: list[SessionCredential] = []
+        self.evicted: list[SessionCredential] = []
 
     async def load(self, credential: SessionCredential) -> Session | None:
         self.loaded.append(credential)
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         return self.outcome
+
+    def evict(self, credential: SessionCredential) -> None:
+        self.evicted.append(credential)
 
 
 def gateway_config() -> GatewayConfig:
@@ -318,3 +322,33 @@ def test_no_live_session_among_several_cookies_asks_for_a_login(decider: Decider
         401,
         Lookup.UNKNOWN,
     )
+
+
+class LateRefresher(FailingRefresher):
+    """A refresh that succeeds, with a token the provider answered too late to still live."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def refreshed(self, credential: SessionCredential, provider_id: str) -> Session:
+        return self.session
+
+
+def test_a_refresh_answered_after_its_token_expired_is_a_503_not_a_login(
+    decider: Decider, credential: SessionCredential
+) -> None:
+    late = live_session().with_tokens(
+        "primary", TokenSet("late-token", refresh_token="r2", expires_at=NOW - 1)
+    )
+    expired = live_session().with_tokens(
+        "primary", TokenSet("old-token", refresh_token="r1", expires_at=NOW - 5)
+    )
+    authorizer = Authorizer(
+        decider,
+        FakeSessionSource(expired),
+        LateRefresher(late),
+        clock=lambda: NOW,  # type: ignore[arg-type]
+    )
+    decision = asyncio.run(authorizer.check(with_cookie(credential)))
+    assert isinstance(decision, Deny)
+    assert (decision.status, decision.reason) == (503, "refresh_unavailable")
