@@ -6,7 +6,6 @@ lasts as long as the key."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -17,15 +16,10 @@ from gateway.sessions.credentials import SessionCredential
 from gateway.sessions.factory import keyspace, session_admin, sync_store
 from tests.support.login import HTML, browser_login, follow, session_of
 from tests.support.servers import EchoBackend, RedisServer
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, start_stack, without_session_cache
 
 pytestmark = pytest.mark.integration
 JSON = {"Accept": "application/json"}
-
-
-def no_session_cache(raw: dict[str, Any]) -> None:
-    # A damaged key is found by the next read of Redis, not after the cache's TTL.
-    raw["ext_authz"]["session_cache_ttl"] = "0s"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def stack(
         tmp_path_factory.mktemp("damaged"),
         own_redis,
         echo_backend,
-        no_session_cache,
+        without_session_cache,
         with_login=True,
     )
     yield stack

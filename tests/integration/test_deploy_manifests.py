@@ -534,15 +534,16 @@ def test_login_app_is_probed_on_its_loopback_address() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("kustomization", "workload", "container_name"),
-    [
-        ("kubernetes", "gateway", "ext-authz"),
-        ("kubernetes", "gateway", "login-app"),
-        ("mesh", "gateway-ext-authz", "ext-authz"),
-        ("mesh", "gateway-login", "login-app"),
-    ],
-)
+# (kustomization, workload, container) of every gateway container in the shipped manifests.
+GATEWAY_CONTAINERS = [
+    ("kubernetes", "gateway", "ext-authz"),
+    ("kubernetes", "gateway", "login-app"),
+    ("mesh", "gateway-ext-authz", "ext-authz"),
+    ("mesh", "gateway-login", "login-app"),
+]
+
+
+@pytest.mark.parametrize(("kustomization", "workload", "container_name"), GATEWAY_CONTAINERS)
 def test_gateway_containers_read_the_generated_config(
     kustomization: str, workload: str, container_name: str
 ) -> None:
@@ -1033,15 +1034,7 @@ def _probe_arguments(probe: dict[str, Any], listen: str) -> list[str]:
     return ["http", f"http://{listen}{probe['httpGet']['path']}"]
 
 
-@pytest.mark.parametrize(
-    ("kustomization", "workload", "container_name"),
-    [
-        ("kubernetes", "gateway", "ext-authz"),
-        ("kubernetes", "gateway", "login-app"),
-        ("mesh", "gateway-ext-authz", "ext-authz"),
-        ("mesh", "gateway-login", "login-app"),
-    ],
-)
+@pytest.mark.parametrize(("kustomization", "workload", "container_name"), GATEWAY_CONTAINERS)
 def test_no_probe_fails_while_redis_is_unreachable(
     kustomization: str, workload: str, container_name: str, socket_dir: Path
 ) -> None:

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -26,6 +26,7 @@ import requests
 
 from devtools.processes import ManagedProcess, free_ports, port_open
 from tests.support.checks import check, wait_until_feed_serving
+from tests.support.polling import wait_for
 from tests.support.servers import EchoBackend, RedisServer, base_config, gateway_env, write_config
 
 pytestmark = pytest.mark.integration
@@ -109,13 +110,6 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in status  # a zombie is dead, only not yet reaped
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
-
-
 def log_entries(process: ManagedProcess) -> Iterator[dict]:
     for line in process.log_path.read_text(errors="replace").splitlines():
         try:
@@ -167,7 +161,9 @@ def test_ext_authz_workers_take_a_hangup_storm_from_their_start_as_reloads(
         assert len(started) == workers, authz.output()  # none died, none was replaced
         assert all(alive(pid) for pid in [authz.pid, *started]), authz.output()
         for address in addresses:
-            wait_for(lambda a=address: late_route_status(a) == 0, f"{address} to reload")
+            wait_for(
+                lambda a=address: late_route_status(a) == 0, f"{address} to reload", timeout=60.0
+            )
         assert authz.stop() == 0, authz.output()  # and it still stops cleanly
     finally:
         stop_with_leftovers(authz, storm)
@@ -211,8 +207,10 @@ def test_gateway_run_and_its_servers_take_a_hangup_storm_from_their_start_as_rel
                 for e in log_entries(run)
             )
 
-        wait_for(lambda: late_route_status(authz_address) == 0, "ext_authz to reload")
-        wait_for(login_app_reloaded_the_change, "the login app to reload the changed file")
+        wait_for(lambda: late_route_status(authz_address) == 0, "ext_authz to reload", timeout=60.0)
+        wait_for(
+            login_app_reloaded_the_change, "the login app to reload the changed file", timeout=60.0
+        )
         assert requests.get(f"http://{login_address}/auth/health", timeout=10).status_code == 200
     finally:
         stop_with_leftovers(run, storm)

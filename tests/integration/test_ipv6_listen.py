@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 import requests
 
 from devtools.processes import ManagedProcess, free_port
+from tests.support.polling import wait_for
 from tests.support.servers import EchoBackend, RedisServer, base_config, gateway_env, write_config
 
 pytestmark = pytest.mark.integration
@@ -36,13 +36,6 @@ def open_on_ipv6(port: int) -> Callable[[], bool]:
             return False
 
     return probe
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -6,23 +6,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 import requests
 
 from tests.support.login import HTML
 from tests.support.servers import EchoBackend, RedisServer
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, start_stack, without_session_cache
 
 pytestmark = pytest.mark.integration
 
 BURST = 64
-
-
-def no_session_cache(raw: dict[str, Any]) -> None:
-    # Every check goes to Redis, so each one of the burst draws a pooled connection.
-    raw["ext_authz"]["session_cache_ttl"] = "0s"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +27,7 @@ def stack(
         tmp_path_factory.mktemp("restart"),
         own_redis,
         echo_backend,
-        no_session_cache,
+        without_session_cache,
         with_login=True,
     )
     yield stack

@@ -25,6 +25,7 @@ from gateway.sessions.model import Session
 from tests.support.checks import check, injected
 from tests.support.dev_idp import DevIdp
 from tests.support.login import browser_login
+from tests.support.polling import wait_for
 from tests.support.servers import EchoBackend, RedisServer
 from tests.support.stack import Stack, start_stack
 
@@ -118,13 +119,6 @@ def bearer(stack: Stack, worker: int, credential: SessionCredential) -> str:
 def refused_refreshes(idp: DevIdp) -> dict[str, int]:
     outcomes = idp.stats()["token_requests"].get("refresh_token", {})
     return {outcome: n for outcome, n in outcomes.items() if outcome != "ok"}
-
-
-def wait_for(condition, what: str, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 def assert_refreshes_again(stack: Stack, credential: SessionCredential, primary: DevIdp) -> None:

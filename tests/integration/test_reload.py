@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import requests
 import yaml
 
 from tests.support.login import browser_login
+from tests.support.polling import wait_for
 from tests.support.servers import EchoBackend, RedisServer
 from tests.support.stack import Stack, start_stack
 
@@ -26,13 +26,6 @@ def stack(tmp_path: Path, redis_server: RedisServer, echo_backend: EchoBackend) 
     stack = start_stack(tmp_path, redis_server, echo_backend, with_login=True)
     yield stack
     stack.stop()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
 
 
 def logged_in(stack: Stack, browser: requests.Session) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from gateway.sessions.factory import sync_store
 from gateway.sessions.model import Identity, TokenSet
 from tests.support.checks import check, wait_until_feed_serving
 from tests.support.metrics import metrics, sample
+from tests.support.polling import wait_for
 from tests.support.servers import EchoBackend, RedisServer, base_config, gateway_env, write_config
 
 pytestmark = pytest.mark.integration
@@ -59,13 +60,6 @@ def new_session(config: GatewayConfig) -> SessionCredential:
 def cached_entries(config: GatewayConfig) -> float:
     assert config.ext_authz.metrics_listen is not None
     return sample(metrics(config.ext_authz.metrics_listen), "gateway_session_cache_entries")
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_the_cache_falls_back_to_empty_once_its_entries_expire_without_lookups(supervised):

@@ -141,6 +141,12 @@ def start_stack(
     )
 
 
+def without_session_cache(raw: dict[str, Any]) -> None:
+    """An adjust for start_stack: every check reads Redis (what a test did to a key there
+    shows at once, and each check draws a pooled connection)."""
+    raw["ext_authz"]["session_cache_ttl"] = "0s"
+
+
 def start_stack_on(
     directory: Path, topology: SentinelGroup | RedisCluster3, backend: EchoBackend
 ) -> Stack:
