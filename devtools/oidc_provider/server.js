@@ -12,6 +12,7 @@
 //                 test can register a client once it knows the client's URLs),
 //   users: [{id, password, email, name, groups, claims (more claims, any JSON)}],
 //   scope_claims (optional: more scopes and the claims they release, {"roles": ["realm_access"]})
+//   delays_file (optional: token replies to hold back, by grant type; see delays.js)
 //
 // oidc-provider takes a client_secret_basic client's secret from the form body too; this
 // peer refuses an Authorization: Basic header from a client registered for another method,
@@ -28,6 +29,7 @@ import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
 import { Clients, strictBasic, withoutUndefined } from './clients.js';
+import { delayedTokenReplies } from './delays.js';
 import { endpointOutcomes, eventRecorder, recordEvents } from './events.js';
 import { interactions } from './interactions.js';
 
@@ -133,6 +135,8 @@ function main() {
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     fetch: loopbackFetch,
   });
+  // Outermost: a held-back reply is one the provider has fully processed and recorded.
+  provider.use(delayedTokenReplies(config.delays_file));
   provider.use(strictBasic(clients, record));
   provider.use(endpointOutcomes(record));
   provider.use(interactions(provider, users, record));

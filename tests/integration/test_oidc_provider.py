@@ -20,11 +20,12 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import pytest
+import redis
 import requests
 from joserfc.jwk import RSAKey
 
 from gateway.sessions.credentials import SessionCredential
-from gateway.sessions.factory import sync_store
+from gateway.sessions.factory import keyspace, sync_store
 from gateway.sessions.model import Session
 from login_app.cli_login import GRANT_TYPE
 from tests.support.dev_idp import submit_login_form
@@ -37,6 +38,7 @@ from tests.support.oidc_provider import (
     logout_at_provider,
     start_oidc_provider,
 )
+from tests.support.polling import wait_for
 from tests.support.servers import EchoBackend, RedisServer
 from tests.support.stack import Stack, start_stack
 
@@ -386,6 +388,70 @@ def test_fifty_requests_at_expiry_make_one_refresh_grant_per_refresh(gateway, op
         assert {bearer(r) for r in responses} == {new.access_token}
         assert op.introspect(new.access_token)["active"] is True
         assert op.introspect(old.refresh_token, "refresh_token")["active"] is False
+
+
+def test_a_refresh_the_provider_rotated_is_kept_while_redis_refuses_writes(
+    tmp_path, op, own_redis, echo_backend
+):
+    """oidc-provider rotates the refresh token and, should the old one come back, revokes
+    the whole grant. Its answer to a refresh is held back until Redis is full (a harness
+    delay, after the provider has rotated): the new tokens must still reach Redis once it
+    takes writes again, and the retired refresh token must never be sent."""
+    gateway = start_gateway(tmp_path, op, own_redis, echo_backend, "client_secret_basic")
+    raw = redis.Redis.from_url(own_redis.url)
+    store = sync_store(gateway.stack.config)
+    try:
+        browser, _ = log_in(gateway, op)
+        credential, session = gateway.session(browser)
+        old = session.tokens[PROVIDER_ID]
+        lock = keyspace(gateway.stack.config).refresh_lock(credential.lookup_id, PROVIDER_ID)
+        expire_token(gateway, credential)
+        since = op.event_count()
+
+        def rotated() -> bool:
+            return bool(
+                op.events(
+                    since,
+                    event="grant.success",
+                    grant_type="refresh_token",
+                    client_id=gateway.client.client_id,
+                )
+            )
+
+        # Answered after the check stopped waiting for it, and after Redis is full.
+        op.delay_token_replies("refresh_token", gateway.stack.config.tokens.refresh_wait + 4)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(gateway.api_get, credential)
+            wait_for(lambda: raw.exists(lock), "the refresh to take its lock", 10)
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.config_set("maxmemory", int(raw.info("memory")["used_memory"]) // 2)
+            # Expired and the refresh under way: a 503, never a logout.
+            assert first.result().status_code == 503
+        wait_for(rotated, "oidc-provider to rotate the refresh token", 20)
+        op.delay_token_replies("refresh_token", 0)
+        # Redis refuses the new tokens: the user waits (503) or is served, never logged out.
+        assert {gateway.api_get(credential).status_code for _ in range(5)} <= {200, 503}
+
+        raw.config_set("maxmemory", 0)
+        wait_for(
+            lambda: store.load(credential).tokens[PROVIDER_ID].access_token != old.access_token,
+            "the rotated tokens to reach Redis",
+            20,
+        )
+        new = store.load(credential).tokens[PROVIDER_ID]
+        assert new.refresh_token != old.refresh_token
+        assert bearer(gateway.api_get(credential)) == new.access_token
+        assert grant_errors(op, since, gateway.client) == []
+        assert op.introspect(new.refresh_token, "refresh_token")["active"] is True
+
+        # The kept refresh token is the live one: the next refresh works too.
+        expire_token(gateway, credential)
+        wait_for(lambda: gateway.api_get(credential).status_code == 200, "the next refresh", 20)
+        assert grant_errors(op, since, gateway.client) == []
+    finally:
+        op.delay_token_replies("refresh_token", 0)
+        raw.config_set("maxmemory", 0)
+        gateway.stack.stop()
 
 
 def test_logout_revokes_the_refresh_token_at_the_provider(gateway, op):

@@ -37,6 +37,7 @@ HTTP_TIMEOUT = 10.0
 INTROSPECTOR_ID = "introspector"  # a resource server: it may only introspect
 EVENT_LOG = "oidc-provider-events.jsonl"
 CLIENTS_FILE = "oidc-provider-clients.json"
+DELAYS_FILE = "oidc-provider-delays.json"
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class OidcProvider:
         self.issuer = issuer
         self.event_log = directory / EVENT_LOG
         self._clients_file = directory / CLIENTS_FILE
+        self._delays_file = directory / DELAYS_FILE
         self._clients: dict[str, OpClient] = {}
         self._introspector = (INTROSPECTOR_ID, introspector_secret)
         self._metadata: dict[str, Any] | None = None
@@ -116,6 +118,13 @@ class OidcProvider:
         scratch.write_text(json.dumps(specs, indent=2))
         os.replace(scratch, self._clients_file)
         return client
+
+    def delay_token_replies(self, grant_type: str, seconds: float) -> None:
+        """Hold back the provider's answers to ``grant_type`` token requests by ``seconds``
+        (0: none), after it has processed them: a refresh is rotated, then answered late."""
+        scratch = self._delays_file.with_suffix(".tmp")
+        scratch.write_text(json.dumps({grant_type: seconds}))
+        os.replace(scratch, self._delays_file)  # the provider reads it at every request
 
     def stop(self) -> None:
         self._process.stop()
@@ -200,6 +209,7 @@ def start_oidc_provider(
         "event_log": str(directory / EVENT_LOG),
         "clients": [OpClient(INTROSPECTOR_ID, introspector_secret).spec()],
         "clients_file": str(directory / CLIENTS_FILE),
+        "delays_file": str(directory / DELAYS_FILE),
         "users": [user.spec() for user in users],
         "scope_claims": {scope: list(names) for scope, names in (scope_claims or {}).items()},
     }
