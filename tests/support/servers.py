@@ -105,7 +105,28 @@ def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {"GATEWAY_SECRET_KEYS": TEST_SECRET, **(extra or {})}
 
 
-class ExtAuthzServer:
+class _ExtAuthzProcess:
+    """What the tests do with an ext_authz process, one worker or a supervisor."""
+
+    _process: ManagedProcess
+    _stop_timeout = 10.0
+
+    def output(self) -> str:
+        return self._process.output()
+
+    def signal(self, signum: int) -> None:
+        """Signal the process (a supervisor forwards SIGHUP and SIGTERM to its workers)."""
+        self._process.signal(signum)
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
+
+    def stop(self) -> int | None:
+        return self._process.stop(timeout=self._stop_timeout)
+
+
+class ExtAuthzServer(_ExtAuthzProcess):
     def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -123,23 +144,12 @@ class ExtAuthzServer:
         self._process.start(lambda: port_open(self.port))
         return self
 
-    def output(self) -> str:
-        return self._process.output()
 
-    def signal(self, signum: int) -> None:
-        self._process.signal(signum)
-
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
-
-    def stop(self) -> int | None:
-        return self._process.stop()
-
-
-class SupervisedExtAuthz:
+class SupervisedExtAuthz(_ExtAuthzProcess):
     """``python -m ext_authz`` as deployed: one supervisor and ``workers`` worker processes
     on consecutive ports (``ExtAuthzSettings.endpoints``)."""
+
+    _stop_timeout = 20.0  # the workers stop first
 
     def __init__(self, config_path: Path, endpoints: list[str], env: dict[str, str]) -> None:
         self.endpoints = endpoints
@@ -168,20 +178,6 @@ class SupervisedExtAuthz:
             if any(b"spawn_main" in part for part in command):
                 workers.append(child)
         return workers
-
-    def output(self) -> str:
-        return self._process.output()
-
-    def signal(self, signum: int) -> None:
-        """Signal the supervisor (it forwards SIGHUP and SIGTERM to the workers)."""
-        self._process.signal(signum)
-
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
-
-    def stop(self) -> int | None:
-        return self._process.stop(timeout=20.0)
 
 
 class EnvoyServer:
