@@ -114,6 +114,11 @@ class CredentialSource(Enum):
 # Set-Cookie only replaces the cookie of its own path and domain), so ours must still count.
 # Each one tried may cost a Redis read: the number is bounded.
 MAX_SESSION_COOKIES = 4
+# How many session cookie values are read at most, malformed ones included: a header can
+# carry thousands of cookies of our name, and parsing each would hold the worker's loop
+# for milliseconds. More than this many before ours hide it: whoever can plant them can
+# plant a session of their own too (gateway.sessions.choice), so nothing is given away.
+MAX_SESSION_VALUES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +174,7 @@ def read_presented(
     bearer = bearer_text(authorization)
     if bearer is not None:
         return PresentedCredential(SessionCredential.parse(bearer), CredentialSource.BEARER)
-    texts = session_cookie_values(cookie_header, cookie_names)
+    texts = session_cookie_values(cookie_header, cookie_names, MAX_SESSION_VALUES)
     if not texts:
         return None
     candidates: list[SessionCredential] = []
@@ -190,20 +195,24 @@ def read_presented(
     return PresentedCredential(candidates[0], CredentialSource.COOKIE, tuple(candidates[1:]))
 
 
-def session_cookie_values(cookie_header: str, cookie_names: Collection[str]) -> list[str]:
-    """The values of the named cookies in ``cookie_header``, in the order sent: the pairs
-    :func:`split_cookies` would find, without splitting a header of tens of kilobytes (a
-    cookie bomb costs a substring search, in C, not a Python object per cookie)."""
+def session_cookie_values(
+    cookie_header: str, cookie_names: Collection[str], limit: int | None = None
+) -> list[str]:
+    """The values of the named cookies in ``cookie_header``, in the order sent (the first
+    ``limit`` of them): the pairs :func:`split_cookies` would find, without splitting a
+    header of tens of kilobytes (a cookie bomb costs a substring search, in C, not a Python
+    object per cookie; many cookies of our own name cost no more than ``limit`` of them)."""
     found: list[tuple[int, str]] = []
     for name in cookie_names:
-        start = 0
-        while (at := cookie_header.find(name, start)) != -1:
+        start, of_name = 0, 0
+        while (at := cookie_header.find(name, start)) != -1 and of_name != limit:
             start = at + len(name)
             value = _value_of_pair_at(cookie_header, at, len(name))
             if value is not None:
                 found.append((at, value))
-    found.sort()
-    return [value for _, value in found]
+                of_name += 1
+    found.sort()  # the first `limit` of each name include the first `limit` of all
+    return [value for _, value in found[:limit]]
 
 
 def _value_of_pair_at(header: str, at: int, name_length: int) -> str | None:

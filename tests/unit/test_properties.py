@@ -555,6 +555,8 @@ def test_session_cookie_values_are_the_pairs_split_cookies_finds(header: str) ->
     names = ("gw_session", "__Host-gw_session")
     expected = [value for name, value in split_cookies(header) if name in names]
     assert session_cookie_values(header, names) == expected
+    for limit in (1, 2, 16):
+        assert session_cookie_values(header, names, limit) == expected[:limit]
 
 
 @PROPERTY

@@ -16,7 +16,11 @@ from ext_authz.request import (
     split_cookies,
 )
 from gateway.errors import CredentialError
-from gateway.sessions.credentials import MAX_SESSION_COOKIES, SessionCredential
+from gateway.sessions.credentials import (
+    MAX_SESSION_COOKIES,
+    MAX_SESSION_VALUES,
+    SessionCredential,
+)
 
 SESSION_COOKIE = "gw_session"
 COOKIE_NAMES = frozenset({SESSION_COOKIE})
@@ -170,6 +174,27 @@ def test_the_number_of_candidates_is_bounded() -> None:
     presented = read(request(cookie="; ".join(f"{SESSION_COOKIE}={c.encode()}" for c in many)))
     assert presented is not None
     assert presented.candidates == tuple(many[:MAX_SESSION_COOKIES])
+
+
+def test_thousands_of_cookies_of_our_name_cost_only_the_first_few_parses(
+    credential: SessionCredential, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    real_parse = SessionCredential.parse.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[SessionCredential], text: str) -> SessionCredential:
+        parsed.append(text)
+        return real_parse(cls, text)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(SessionCredential, "parse", classmethod(counting))
+    junk = "; ".join(f"{SESSION_COOKIE}=junk{i}" for i in range(3000))
+    hidden = f"{junk}; {SESSION_COOKIE}={credential.encode()}"
+    with pytest.raises(CredentialError):
+        read(request(cookie=hidden))
+    assert len(parsed) == MAX_SESSION_VALUES
+    early = f"{SESSION_COOKIE}=junk; {SESSION_COOKIE}={credential.encode()}; {junk}"
+    presented = read(request(cookie=early))
+    assert presented is not None and presented.credential == credential
 
 
 @pytest.mark.parametrize(
